@@ -1,0 +1,3 @@
+from rmswatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""`rmswatch.watch()`: builds the sinks a user asked for and attaches a Monitor.
+
+This is the one place that knows both the hooks and the collectors; the hooks stay free of I/O.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rmswatch.trainer_hooks.monitor import Monitor
+from rmswatch.trainer_hooks.records import Telemetry
+from rmswatch.trainer_hooks.sinks import Sink
+
+if TYPE_CHECKING:
+    import torch
+    from prometheus_client import CollectorRegistry
+
+
+def watch(
+    optimizer: torch.optim.Optimizer,
+    model: torch.nn.Module | None = None,
+    job: str = "default",
+    run_id: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    store: str | None = None,
+    prometheus_port: int | None = None,
+    every: int = 1,
+    *,
+    prometheus_host: str = "127.0.0.1",
+    registry: CollectorRegistry | None = None,
+    sinks: Iterable[Sink] = (),
+    flush_interval: float = 1.0,
+    system_metrics: bool = True,
+    token: str | None = None,
+    **monitor_options: Any,
+) -> Monitor:
+    """Attach telemetry hooks to `optimizer` and start delivering records.
+
+    `store` is a SQLAlchemy URL (`sqlite:///rmswatch.db`, `postgresql+psycopg://...`) or the
+    rmswatch server's `http(s)://` URL (then `token`, or `$RMSWATCH_TOKEN`, authenticates).
+    `prometheus_port` starts the in-process `/metrics` exporter on `prometheus_host`.
+    Remaining keyword arguments go to `Monitor` (see its docstring).
+    """
+    all_sinks: list[Sink] = list(sinks)
+    if prometheus_port is not None:
+        from rmswatch.collectors.prometheus import PrometheusSink
+
+        all_sinks.append(
+            PrometheusSink(port=prometheus_port, host=prometheus_host, registry=registry)
+        )
+    if store is not None:
+        all_sinks.append(_store_sink(store, flush_interval, token))
+    samplers: Sequence[Callable[[], Telemetry | None]] = ()
+    if system_metrics and all_sinks:
+        from rmswatch.collectors.system import SystemSampler
+
+        samplers = (SystemSampler().sample,)
+    return Monitor(
+        optimizer,
+        model=model,
+        job=job,
+        run_id=run_id,
+        labels=labels,
+        every=every,
+        sinks=all_sinks,
+        samplers=samplers,
+        **monitor_options,
+    )
+
+
+def _store_sink(store: str, flush_interval: float, token: str | None) -> Sink:
+    if not isinstance(store, str) or not store:
+        raise ValueError(
+            f"store={store!r}: expected a SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)"
+            " or the rmswatch server's http(s):// URL"
+        )
+    if store.startswith(("http://", "https://")):
+        from rmswatch.collectors.http_shipper import HttpShipper
+
+        return HttpShipper(
+            store, token=token or os.environ.get("RMSWATCH_TOKEN"), flush_interval=flush_interval
+        )
+    from rmswatch.collectors.store_writer import StoreWriter
+
+    return StoreWriter(store, flush_interval=flush_interval)

@@ -1,0 +1,105 @@
+"""The server's YAML config: typed, validated once at load, never half-read.
+
+`load_config(path)` returns a `Config` or raises `ConfigError` naming the file, the key, the bad
+value and what would be accepted. Alerting sections (receivers, route, slos, health rules) are
+defined in `rmswatch.alerting.spec` and composed here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BasicAuth(_Strict):
+    username: str
+    # the password is read from this environment variable, never from the file
+    password_env: str = "RMSWATCH_BASIC_AUTH_PASSWORD"
+
+
+class AuthConfig(_Strict):
+    basic: BasicAuth | None = None
+    # trust a reverse proxy's authenticated-user header (e.g. X-Forwarded-User) instead
+    trusted_header: str | None = None
+
+
+class IngestConfig(_Strict):
+    # bearer token for POST /api/v1/ingest, read from this environment variable
+    token_env: str = "RMSWATCH_TOKEN"
+    max_batch_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8050, ge=1, le=65535)
+    # the externally reachable URL, used in alert dashboard links
+    external_url: str | None = None
+    auth: AuthConfig = AuthConfig()
+    ingest: IngestConfig = IngestConfig()
+    refresh_seconds: float = Field(default=10.0, gt=0)
+
+
+class RetentionConfig(_Strict):
+    # every step's histograms for this long, then every `downsample_every`-th
+    full_resolution_hours: float = Field(default=1.0, gt=0)
+    downsample_every: int = Field(default=10, ge=1)
+    # telemetry older than this is deleted (None keeps everything)
+    keep_days: float | None = Field(default=90.0, gt=0)
+
+
+class StoreConfig(_Strict):
+    url: str | None = None
+    retention: RetentionConfig = RetentionConfig()
+
+
+class CostConfig(_Strict):
+    gpu_hour_usd: float = Field(default=2.5, ge=0)
+    # a CPU-only run is billed as this many GPU-equivalents (0: free)
+    cpu_run_gpu_equivalent: float = Field(default=0.0, ge=0)
+
+
+class ConfigError(ValueError):
+    """A config file that can't be used; the message names file, key, value and what's accepted."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: invalid config\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    """One line per problem: `key.path: message (got: value)`."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got: {got!r})"
+        lines.append(f"{key}: {message}{shown}")
+    return lines
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning I/O and syntax errors into ConfigError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), [f"top level must be a mapping, not {type(data).__name__}"])
+    return data

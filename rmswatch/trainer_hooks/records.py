@@ -1,0 +1,194 @@
+"""The records the hooks produce and the sinks consume: plain, immutable, host-side values.
+
+Everything here is built on the sink side of the device->host boundary; nothing holds a tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+NONFINITE_KEYS: tuple[str, ...] = ("grad", "param", "state", "loss")
+
+
+def rms_histogram_edges(
+    low_exp: int = -10, high_exp: int = 2, per_decade: int = 4
+) -> tuple[float, ...]:
+    """The fixed, log-spaced edges of every RMS histogram (the same every step and run).
+
+    `per_decade` buckets per power of ten from 10**low_exp to 10**high_exp. Positive values below
+    the first edge count in the first bucket, values at or above the last edge in the last one,
+    so nothing finite and positive is lost; exact zeros and non-finite values have buckets of
+    their own on `Histogram`.
+    """
+    n = (high_exp - low_exp) * per_decade
+    return tuple(10.0 ** (low_exp + i / per_decade) for i in range(n + 1))
+
+
+RMS_EDGES: tuple[float, ...] = rms_histogram_edges()
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Counts of one tensor's values over fixed edges.
+
+    `counts[i]` counts values in `[edges[i], edges[i+1])` (clamped at both ends, see
+    `rms_histogram_edges`). When `exact` is true, `sum(counts) + zeros + nonfinite` equals the
+    number of elements; when false the counts come from a documented sample, scaled to the
+    tensor's size, and only their shape is meaningful.
+    """
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+    zeros: int
+    nonfinite: int
+    exact: bool
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts) + self.zeros + self.nonfinite
+
+
+@dataclass(frozen=True, slots=True)
+class LayerStats:
+    """Statistics of one parameter tensor at one telemetry step.
+
+    `eff_lr_*` and `rms_hist` are None while the tensor has no optimizer state yet (it never had a
+    gradient). `has_grad` is False for parameters whose `.grad` was None at the step.
+    """
+
+    grad_norm: float
+    param_norm: float
+    update_norm: float
+    update_ratio: float
+    nonfinite_grad: int
+    nonfinite_param: int
+    nonfinite_state: int
+    eff_lr_mean: float | None
+    eff_lr_min: float | None
+    eff_lr_p50: float | None
+    eff_lr_p95: float | None
+    eff_lr_max: float | None
+    rms_hist: Histogram | None
+    group: int = 0
+    numel: int = 0
+    has_grad: bool = True
+    sparse_grad: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """Everything measured at one telemetry step, globally and per layer.
+
+    `lr` is the first param group's learning rate (the usual single-group case); `lrs` holds one
+    per group. `nonfinite` maps `grad`, `param`, `state` and `loss` to exact counts.
+    `dropped_total` is how many records the sink queue had dropped when this one was built.
+    """
+
+    step: int
+    time: float
+    loss: float | None
+    grad_norm: float
+    param_norm: float
+    update_norm: float
+    lr: float
+    step_seconds: float | None
+    nonfinite: Mapping[str, int]
+    layers: Mapping[str, LayerStats]
+    lrs: tuple[float, ...] = ()
+    update_ratio: float = 0.0
+    eff_lr_mean: float | None = None
+    eff_lr_min: float | None = None
+    eff_lr_p50: float | None = None
+    eff_lr_p95: float | None = None
+    eff_lr_max: float | None = None
+    validation: float | None = None
+    dropped_total: int = 0
+    rank: int = 0
+
+    @property
+    def finite(self) -> bool:
+        """True when no gradient, parameter, state value or the loss was NaN/Inf."""
+        return not any(self.nonfinite.get(key, 0) for key in NONFINITE_KEYS) and (
+            self.loss is None or math.isfinite(self.loss)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """A parameter tensor as the run saw it at `watch()` time."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    group: int
+    numel: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """Identity and configuration of a run, handed to every sink before its first record."""
+
+    job: str
+    run_id: str
+    started_at: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
+    host: str = ""
+    pid: int = 0
+    optimizer: str = ""
+    # One mapping per param group: lr, alpha, eps, momentum, centered, weight_decay, ...
+    hyperparameters: tuple[Mapping[str, Any], ...] = ()
+    layers: tuple[LayerInfo, ...] = ()
+    hist_edges: tuple[float, ...] = RMS_EDGES
+    resumed_from_step: int | None = None
+    every: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationRecord:
+    step: int
+    time: float
+    value: float
+    name: str = "val_loss"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """A checkpoint save or load; `ok=False` with `detail` for failures and mismatches."""
+
+    step: int
+    time: float
+    action: Literal["save", "load"]
+    ok: bool = True
+    seconds: float | None = None
+    size_bytes: int | None = None
+    path: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSample:
+    time: float
+    cpu_percent: float
+    rss_bytes: int
+    gpu_util_percent: float | None = None
+    gpu_memory_bytes: int | None = None
+    gpu_count: int = 0
+
+
+RunStatusName = Literal["running", "succeeded", "failed", "crashed", "stalled"]
+RUN_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "crashed", "stalled")
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    time: float
+    status: RunStatusName
+    detail: str = ""
+
+
+Telemetry = StepRecord | ValidationRecord | CheckpointRecord | SystemSample
