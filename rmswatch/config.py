@@ -103,3 +103,36 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(str(path), [f"top level must be a mapping, not {type(data).__name__}"])
     return data
+
+
+# Imported here, after the shared base types, because the alerting specs build on them.
+from rmswatch.alerting.routing_config import ReceiverConfig, RouteConfig  # noqa: E402
+from rmswatch.alerting.spec import HealthConfig, SloSpec  # noqa: E402
+
+
+class EvaluationConfig(_Strict):
+    interval_seconds: float = Field(default=30.0, gt=0)
+
+
+class Config(_Strict):
+    """The whole server config. Every section has a default, so an empty file is valid."""
+
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    cost: CostConfig = CostConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    receivers: tuple[ReceiverConfig, ...] = ()
+    route: RouteConfig | None = None
+    slos: tuple[SloSpec, ...] = ()
+    health: HealthConfig = HealthConfig()
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a config file (None: all defaults). Raises ConfigError."""
+    if path is None:
+        return Config()
+    data = read_yaml(path)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(str(path), format_validation_error(exc)) from exc

@@ -1,0 +1,1 @@
+"""SLO burn rates and training-health rules -> alert lifecycle -> routes -> receivers."""

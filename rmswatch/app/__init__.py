@@ -1,0 +1,1 @@
+"""The Dash app: executive, on-call, debug, SLO and postmortem pages over the store."""

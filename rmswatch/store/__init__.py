@@ -1,0 +1,1 @@
+"""The run store: SQLAlchemy models, engine setup, migrations and the query module."""
