@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Strict(BaseModel):
@@ -106,7 +106,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 # Imported here, after the shared base types, because the alerting specs build on them.
-from rmswatch.alerting.routing_config import ReceiverConfig, RouteConfig  # noqa: E402
+from rmswatch.alerting.routing_config import (  # noqa: E402
+    DEFAULT_INHIBIT_RULES,
+    InhibitRuleConfig,
+    OutboxConfig,
+    ReceiverConfig,
+    RouteConfig,
+    routing_problems,
+)
 from rmswatch.alerting.spec import HealthConfig, SloSpec  # noqa: E402
 
 
@@ -123,8 +130,17 @@ class Config(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     receivers: tuple[ReceiverConfig, ...] = ()
     route: RouteConfig | None = None
+    inhibit_rules: tuple[InhibitRuleConfig, ...] = DEFAULT_INHIBIT_RULES
+    outbox: OutboxConfig = OutboxConfig()
     slos: tuple[SloSpec, ...] = ()
     health: HealthConfig = HealthConfig()
+
+    @model_validator(mode="after")
+    def _routes_name_known_receivers(self) -> Config:
+        problems = routing_problems(self.receivers, self.route)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def load_config(path: str | Path | None) -> Config:
