@@ -91,3 +91,14 @@ def test_durations_and_matchers_parse_like_alertmanager() -> None:
     assert Matcher.parse('job!~"bert-.*"').matches({"job": "resnet"})
     assert not Matcher.parse("job=~bert").matches({"job": "bert-large"})  # anchored
     assert Matcher.parse('cluster=""').matches({})  # a missing label is the empty string
+
+
+def test_example_route_in_the_docs_loads(tmp_path: Path) -> None:
+    import re
+
+    from tests.helpers import REPO_ROOT
+
+    doc = (REPO_ROOT / "docs" / "alerting-routing.md").read_text()
+    example = re.findall(r"```yaml\n(.*?)```", doc, re.S)[0]
+    cfg = load(tmp_path, example)
+    assert [r.kind for r in cfg.receivers] == ["pagerduty", "slack", "webhook", "alertmanager"]
