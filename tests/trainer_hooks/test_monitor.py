@@ -195,9 +195,9 @@ def test_a_full_queue_drops_and_counts_without_blocking_the_step() -> None:
     mon.record_validation(1.0)
     assert mon.step == 7
     assert mon.dropped >= 3
-    dropped = mon.dropped
     sink.release.set()
     assert mon.flush(timeout=10)
+    dropped = mon.dropped
     train(model, opt, batches(1))  # built after the drops: carries their count
     mon.close()
     assert sink.steps[-1].step == 8 and sink.steps[-1].dropped_total == dropped
