@@ -66,8 +66,20 @@ def rmsprop_update(
 
 
 def denominators(state: Mapping[str, Any], group: Mapping[str, Any]) -> list[float]:
+    """sqrt(v) + eps per element, as torch's step computed it.
+
+    float32/float64 state: in float64. float16/bfloat16 state: torch rounds the denominator to
+    the parameter's dtype (eps may even vanish there), so the statistic is defined on that
+    rounded value; it is formed in the native dtype and read out in float64.
+    """
     eps = float(group["eps"])
-    v = _f64(state["square_avg"])
+    square_avg: torch.Tensor = state["square_avg"]
+    if square_avg.dtype in (torch.float16, torch.bfloat16):
+        v_native = square_avg
+        if group.get("centered", False):
+            v_native = square_avg.addcmul(state["grad_avg"], state["grad_avg"], value=-1)
+        return _f64(v_native.sqrt().add_(eps))
+    v = _f64(square_avg)
     if group.get("centered", False):
         ga = _f64(state["grad_avg"])
         v = [vi - gi * gi for vi, gi in zip(v, ga, strict=True)]

@@ -257,9 +257,10 @@ class StatsEngine:
                 lr = group["lr"]
                 fields["update_sq"] = pk.scalar(state_norms["momentum_buffer"].square() * lr * lr)
             else:
-                wstate = self._work_state(state, work)
-                denominator = self.adapter.denominator(wstate, group)
-                u = self.adapter.update(p.to(work), grad.to(work), wstate, group, denominator)
+                # torch's denominator in the parameter's own dtype (bit-identical to the step's),
+                # the rest of the update in float32 or better.
+                denominator = self.adapter.denominator(state, group).to(work)
+                u = self.adapter.update(p.to(work), grad.to(work), state, group, denominator)
                 fields["update_sq"] = pk.scalar(torch.linalg.vector_norm(u).square())
                 del u
 
@@ -267,13 +268,12 @@ class StatsEngine:
                 continue
             assert isinstance(rms_state, torch.Tensor)
             layout.exact = exact or slot.sample is None
-            wstate = self._work_state(state, work)
             lr_t = group["lr"]
             if layout.exact:
                 if denominator is None:
-                    denominator = self.adapter.denominator(wstate, group)
+                    denominator = self.adapter.denominator(state, group).to(work)
                 eff = denominator.reshape(-1).reciprocal().mul_(lr_t)
-                rms = wstate[self.adapter.rms_state].reshape(-1).sqrt()
+                rms = rms_state.reshape(-1).to(work).sqrt()
                 self._distribution(pk, fields, rms, eff)
                 if slot.sample is not None:
                     global_eff.append(eff.index_select(0, slot.sample))
@@ -287,12 +287,12 @@ class StatsEngine:
                 assert slot.sample is not None
                 sampled = {
                     k: v.reshape(-1).index_select(0, slot.sample)
-                    for k, v in wstate.items()
-                    if isinstance(v, torch.Tensor) and v.numel() == slot.numel
+                    for k, v in state.items()
+                    if isinstance(v, torch.Tensor) and v.dim() > 0 and v.numel() == slot.numel
                 }
-                d_s = self.adapter.denominator(sampled, group)
+                d_s = self.adapter.denominator(sampled, group).to(work)
                 eff_s = d_s.reciprocal().mul_(lr_t)
-                rms_s = sampled[self.adapter.rms_state].sqrt()
+                rms_s = sampled[self.adapter.rms_state].to(work).sqrt()
                 n_s = slot.sample.numel()
                 fields["eff_lr_mean"] = pk.scalar(eff_s.mean(dtype=torch.float64))
                 fields["eff_lr_min"] = pk.scalar(eff_s.min())
@@ -335,14 +335,6 @@ class StatsEngine:
         for kind, i in refs:
             total = total + (pk.consts[i] if kind == "c" else pk.scalars[i])
         return pk.scalar(total)
-
-    @staticmethod
-    def _work_state(state: Mapping[str, Any], work: torch.dtype) -> dict[str, torch.Tensor]:
-        return {
-            k: (v if v.dtype == work else v.to(work))
-            for k, v in state.items()
-            if isinstance(v, torch.Tensor) and v.dim() > 0
-        }
 
 
 def decode(
