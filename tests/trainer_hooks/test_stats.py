@@ -1,4 +1,4 @@
-"""Statistics: bit-identical training, agreement with the float64 reference, exact NaN/Inf counts."""
+"""Statistics: bit-identical training, agreement with the float64 reference, NaN/Inf counts."""
 
 from __future__ import annotations
 
