@@ -24,7 +24,9 @@ def run_info(run_id: str = "run-1", job: str = "resnet-retrain", layers: int = 2
         pid=4242,
         optimizer="RMSprop",
         hyperparameters=({"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "centered": False},),
-        layers=tuple(LayerInfo(f"layer{i}.weight", (4, 4), "float32", 0, 16) for i in range(layers)),
+        layers=tuple(
+            LayerInfo(f"layer{i}.weight", (4, 4), "float32", 0, 16) for i in range(layers)
+        ),
     )
 
 
