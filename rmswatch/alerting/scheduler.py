@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -37,16 +37,9 @@ LEADER_LOCK_KEY = 0x2B1E_5A0C_7D43_9F61
 
 
 def open_store(db_url: str) -> Engine:
-    """Engine on an up-to-date schema (the store's migrations when available)."""
-    try:
-        from rmswatch.store.engine import make_engine, upgrade
-    except ImportError:  # the store's engine module is not merged yet
-        import rmswatch.store.models_alerting  # noqa: F401 - registers the tables
-        from rmswatch.store.models import Base
+    """Engine on a store upgraded to the newest schema (Alembic, including revision 0002)."""
+    from rmswatch.store.engine import make_engine, upgrade
 
-        engine = create_engine(db_url)
-        Base.metadata.create_all(engine)
-        return engine
     engine = make_engine(db_url)
     upgrade(engine)
     return engine

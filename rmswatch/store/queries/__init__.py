@@ -7,6 +7,10 @@ alerts: alert state), so adding a module never touches another's lines.
 
 from __future__ import annotations
 
+from rmswatch.store.queries.alerts import active_alerts as active_alerts
+from rmswatch.store.queries.alerts import alert_history as alert_history
+from rmswatch.store.queries.alerts import notifications as notifications
+from rmswatch.store.queries.alerts import silences as silences
 from rmswatch.store.queries.telemetry import TimeLike as TimeLike
 from rmswatch.store.queries.telemetry import checkpoints as checkpoints
 from rmswatch.store.queries.telemetry import gpu_hours as gpu_hours
