@@ -67,10 +67,14 @@ def run_tick(
     """
     now = utc(now)
     signals = evaluate(engine, config, now)
-    with Session(engine) as session, session.begin():
+    from rmswatch.store.engine import write_transaction
+
+    # the write lock up front (SQLite BEGIN IMMEDIATE): the ingest writer shares the file
+    with write_transaction(engine) as conn, Session(bind=conn) as session:
         transitions = apply_signals(session, signals, now)
         session.flush()
         notifications = dispatch(session, config, now)
+        session.flush()
     for t in transitions:
         log.info("alert %s %s (job %s): %s -> %s", t.fingerprint, t.alertname, t.job,
                  t.from_state, t.to_state)  # fmt: skip

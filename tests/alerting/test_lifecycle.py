@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -71,10 +72,8 @@ def test_failed_evaluation_changes_nothing(sqlite_url: str) -> None:
     def broken(*_args: object) -> list[Signal]:
         raise RuntimeError("rule exploded")
 
-    try:
+    with pytest.raises(RuntimeError, match="rule exploded"):
         run_tick(engine, Config(), clock.advance(30), broken)
-    except RuntimeError:
-        pass
     assert alert_states(engine) == {"LossDiverging": "firing"}
 
 
