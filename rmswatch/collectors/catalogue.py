@@ -321,10 +321,10 @@ Bucket bounds (`le`), fixed for every run so that series line up across runs:
 
 - RMS (`*_state_rms_bucket`): `le="0"` holds exact zeros (a parameter that never had a
   gradient), then the hooks' own log edges (4 per decade); values below the first edge count in
-  the first bucket, values above the last in `+Inf`. {rms}.
+  the first bucket, values above the last in `+Inf`. @RMS@.
   Non-finite state values are not in any bucket; they are counted in
-  `rmswatch_nonfinite_values_total{{kind="state"}}`.
-- Effective LR (`*_effective_lr_bucket`): 4 per decade from 1e-7 to 1e7. {eff}. The hooks
+  `rmswatch_nonfinite_values_total{kind="state"}`.
+- Effective LR (`*_effective_lr_bucket`): 4 per decade from 1e-7 to 1e7. @EFF@. The hooks
   histogram `sqrt(v)`, and `lr / (sqrt(v) + eps)` is monotonic in it, so each RMS bucket is moved
   whole to the effective-LR bucket of its geometric centre (using its param group's `lr` and
   `eps`). The result is accurate to about one bucket (a quarter decade); the exact min, mean,
@@ -397,8 +397,8 @@ def render_markdown() -> str:
                 )
         out.append("")
     out.append(
-        _DISTRIBUTIONS.format(
-            rms=_fmt_bounds(RMS_BUCKET_BOUNDS), eff=_fmt_bounds(EFFECTIVE_LR_BUCKET_BOUNDS)
+        _DISTRIBUTIONS.replace("@RMS@", _fmt_bounds(RMS_BUCKET_BOUNDS)).replace(
+            "@EFF@", _fmt_bounds(EFFECTIVE_LR_BUCKET_BOUNDS)
         )
     )
     out.append(_GUARD)

@@ -93,9 +93,7 @@ def record(
     )
 
 
-def run_info(
-    labels: Mapping[str, str] | None = None, layer_names: tuple[str, ...] = ()
-) -> RunInfo:
+def run_info(labels: Mapping[str, str] | None = None, layer_names: tuple[str, ...] = ()) -> RunInfo:
     return RunInfo(
         job="resnet-retrain",
         run_id="run-1",
