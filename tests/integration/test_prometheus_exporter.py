@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from rmswatch.collectors import catalogue as cat
 from rmswatch.collectors.prometheus import PrometheusSink
 from rmswatch.trainer_hooks.records import CheckpointRecord, SystemSample, ValidationRecord
 from tests.collectors.records_factory import layer, record, run_info
-from tests.helpers import free_port, require_program, wait_until
+from tests.helpers import REPO_ROOT, free_port, require_program, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +144,35 @@ def test_prometheus_scrapes_the_recorded_values_and_takes_quantiles(
         f"histogram_quantile(0.5, sum by (le) ({cat.STATE_RMS.name}_bucket{selector}))"
     )
     assert median is not None and 1e-5 <= median <= 10**-4.75
+
+    # Every Grafana panel query is valid PromQL for this Prometheus, and the heatmap's buckets
+    # come back with data (variables set as Grafana's "All" would).
+    from rmswatch.collectors import grafana
+
+    variables = {"$job": ".*", "$run_id": ".*", "$layer": ".*", "$gpu_hour_usd": "2.5"}
+    for name in grafana.DASHBOARDS:
+        for panel in grafana.DASHBOARDS[name]()["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"]
+                for variable, replacement in variables.items():
+                    expr = expr.replace(variable, replacement)
+                try:
+                    prometheus.query(expr)
+                except urllib.error.HTTPError as exc:
+                    pytest.fail(f"{name}/{panel['title']}: {expr}: {exc.read().decode()}")
+    heatmap = f"sum by (le) ({cat.STATE_RMS.name}_bucket)"
+    assert len(prometheus.query(heatmap)) == len(cat.RMS_BUCKET_BOUNDS)
+
+
+def test_the_scrape_config_example_is_valid_and_keeps_rmswatch_labels() -> None:
+    promtool = require_program("promtool")
+    example = REPO_ROOT / "dashboards" / "prometheus" / "scrape-config.example.yml"
+    result = subprocess.run(
+        [promtool, "check", "config", str(example)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+    import yaml
+
+    config = yaml.safe_load(example.read_text(encoding="utf-8"))
+    assert all(job["honor_labels"] for job in config["scrape_configs"])
