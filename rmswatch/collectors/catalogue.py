@@ -335,8 +335,8 @@ _GUARD = """\
 ## Cardinality guard
 
 A model with thousands of parameter tensors would otherwise export thousands of layers times
-~110 buckets. `PrometheusSink` (and `rmswatch.watch(..., layer_depth=..., max_layers=...)` where
-the monitor passes them on) has three knobs:
+~110 buckets. `PrometheusSink` has three knobs, passed from `watch()` as
+`rmswatch.watch(..., prometheus_port=P, prometheus_options={"max_layers": 50})`:
 
 - `layer_depth` (default `None`): group parameter tensors by the first N dot-separated parts
   of their name before anything else (`layer_depth=2`: `encoder.layers.3.attn.weight` counts in
@@ -351,8 +351,8 @@ the monitor passes them on) has three knobs:
   histograms (about 110 series per exported layer). The global distributions are always
   exported.
 
-With the defaults a 1,000-tensor model exports 21 layers (~2,700 series in all) instead of
-~118,000; see `benchmarks/results/prometheus.md` for the scrape times. Because the top-k is
+With the defaults a 1,000-tensor model exports 21 layers (~2,600 series in all) instead of
+~116,000; see `benchmarks/results/prometheus.md` for the scrape times. Because the top-k is
 chosen per scrape, a layer that leaves it stops being exported and Prometheus marks its
 series stale at once. `rmswatch_layer_nonfinite_values_total` is kept for every layer that ever
 had a non-finite value (the `max_layers` with the most, the rest under `__other__`); the
