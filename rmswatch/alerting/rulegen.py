@@ -201,16 +201,21 @@ def health_alerts(config: Config) -> list[dict[str, Any]]:
     w = PROM_WINDOWS
     kinds = "|".join(h.nonfinite.kinds)
     grad = f"stdvar_over_time(ln({m.GRAD_NORM})[{w['grad_norm_window']}:1m])"
-    reference = f"({grad})[{w['grad_norm_reference']}:{w['grad_norm_window']}] offset {w['grad_norm_window']}"
+    gw = w["grad_norm_window"]
+    reference = f"({grad})[{w['grad_norm_reference']}:{gw}] offset {gw}"
     eff = (
         f"avg_over_time({m.EFF_LR_MEAN}[{w['eff_lr_window']}])\n/\n"
         f"avg_over_time({m.EFF_LR_MEAN}[{w['eff_lr_window']}] offset {w['eff_lr_window']})"
     )
     exprs = {
-        "nonfinite": f'sum by ({by}) (increase({m.NONFINITE_TOTAL}{{kind=~"{kinds}"}}[{w["nonfinite"]}])) > 0',
+        "nonfinite": (
+            f"sum by ({by}) "
+            f'(increase({m.NONFINITE_TOTAL}{{kind=~"{kinds}"}}[{w["nonfinite"]}])) > 0'
+        ),
         "divergence": (
             f"min_over_time({m.LOSS}[{w['divergence_recent']}])\n> {h.divergence.factor:g} * "
-            f"quantile_over_time(0.5, {m.LOSS}[{w['divergence_median']}] offset {w['divergence_recent']})"
+            f"quantile_over_time(0.5, {m.LOSS}[{w['divergence_median']}] "
+            f"offset {w['divergence_recent']})"
         ),
         "stalled": f"time() - {m.LAST_STEP_TIMESTAMP} > {h.stalled.after:g}",
         "validation_regression": (
@@ -222,9 +227,12 @@ def health_alerts(config: Config) -> list[dict[str, Any]]:
             f"({grad} > {h.grad_norm_variance.factor:g} * max_over_time({reference}))\nor\n"
             f"({grad} < min_over_time({reference}) / {h.grad_norm_variance.factor:g})"
         ),
-        "eff_lr_jump": f"({eff}\n> {h.eff_lr_jump.factor:g})\nor\n({eff}\n< {1 / h.eff_lr_jump.factor:g})",
+        "eff_lr_jump": (
+            f"({eff}\n> {h.eff_lr_jump.factor:g})\nor\n({eff}\n< {1 / h.eff_lr_jump.factor:g})"
+        ),
         "checkpoint_failures": (
-            f'sum by ({by}) (increase({m.CHECKPOINT_SAVES_TOTAL}{{ok="false"}}[{format_duration(h.checkpoint_failures.window)}]))'
+            f"sum by ({by}) (increase({m.CHECKPOINT_SAVES_TOTAL}"
+            f'{{ok="false"}}[{format_duration(h.checkpoint_failures.window)}]))'
             f" >= {h.checkpoint_failures.min_failures}"
         ),
     }  # fmt: skip
@@ -367,12 +375,14 @@ def _health_inputs(
             math.ceil(h.stalled.after / 60) + 5,
         ),
         "validation_regression": (
-            [{"series": m.VALIDATION_LOSS + s, "values": f"1x120 {2 + h.validation_regression.tolerance:g}x45"}],
+            [{"series": m.VALIDATION_LOSS + s,
+              "values": f"1x120 {2 + h.validation_regression.tolerance:g}x45"}],
             [{"series": m.VALIDATION_LOSS + s, "values": "1x165"}],
             155,
         ),
         "grad_norm_variance": (
-            [{"series": m.GRAD_NORM + s, "values": _values(noisy + [1.0 + 5.0 * (i % 2) for i in range(30)])}],
+            [{"series": m.GRAD_NORM + s,
+              "values": _values(noisy + [1.0 + 5.0 * (i % 2) for i in range(30)])}],
             [{"series": m.GRAD_NORM + s, "values": _values(noisy + noisy[:30])}],
             125,
         ),
