@@ -74,3 +74,18 @@ def test_check_mode_fails_for_a_stale_page(tmp_path: object) -> None:
     write = [sys.executable, "-m", "rmswatch.collectors.catalogue", "--write", str(stale)]
     subprocess.run(write, env=subprocess_env(), check=True)
     assert subprocess.run(command, env=subprocess_env()).returncode == 0
+
+
+def test_the_alert_rules_name_only_metrics_the_exporter_serves() -> None:
+    from rmswatch.alerting import prom_names
+
+    metric_names = {
+        key: value
+        for key, value in vars(prom_names).items()
+        if key.isupper()
+        and isinstance(value, str)
+        and value.startswith(cat.PREFIX)
+        and ":" not in value  # recording rules are the rules' own output
+    }
+    unknown = {key: value for key, value in metric_names.items() if value not in cat.sample_names()}
+    assert not unknown, f"alerting.prom_names names metrics the exporter does not serve: {unknown}"
