@@ -8,10 +8,17 @@ defined in `rmswatch.alerting.spec` and composed here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 
 class _Strict(BaseModel):
@@ -114,11 +121,17 @@ from rmswatch.alerting.routing_config import (  # noqa: E402
     RouteConfig,
     routing_problems,
 )
-from rmswatch.alerting.spec import HealthConfig, SloSpec  # noqa: E402
+from rmswatch.alerting.spec import HealthConfig, SloSpec, check_url, load_slo_file  # noqa: E402
 
 
 class EvaluationConfig(_Strict):
     interval_seconds: float = Field(default=30.0, gt=0)
+    # SLO/health evaluation (rmswatch.alerting.evaluate); see docs/alerting.md
+    default_slos: bool = True
+    slo_files: tuple[str, ...] = ()  # rmswatch or OpenSLO YAML, relative to this file
+    runbook_base_url: Annotated[str, AfterValidator(check_url)] | None = None
+    # re-read this much already-evaluated history each tick, for telemetry that arrives late
+    lookback_seconds: float = Field(default=300.0, ge=0)
 
 
 class Config(_Strict):
@@ -149,6 +162,10 @@ def load_config(path: str | Path | None) -> Config:
         return Config()
     data = read_yaml(path)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(str(path), format_validation_error(exc)) from exc
+    # SLO files are read now, so a bad one stops the load naming that file
+    base = Path(path).parent
+    extra = [s for f in config.evaluation.slo_files for s in load_slo_file(base / f)]
+    return config.model_copy(update={"slos": (*config.slos, *extra)}) if extra else config
