@@ -8,7 +8,7 @@ the alert's state (and its resolution) is still recorded in the store.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -55,7 +55,7 @@ def _from_row(row: SilenceRow) -> Silence:
 
 def create_silence(
     engine: Engine,
-    matchers: Sequence[str | Matcher],
+    matchers: Sequence[str | Matcher] | Mapping[str, str],
     starts_at: datetime,
     ends_at: datetime,
     author: str,
@@ -63,8 +63,11 @@ def create_silence(
     *,
     now: datetime | None = None,
 ) -> int:
-    """Store a silence and return its id. Raises ValueError naming the bad argument."""
-    parsed = parse_matchers(list(matchers))
+    """Store a silence and return its id. Raises ValueError naming the bad argument.
+
+    `matchers`: strings like `job=~"resnet-.*"`, `Matcher`s, or `{label: value}` (equality).
+    """
+    parsed = parse_matchers(matchers if isinstance(matchers, Mapping) else list(matchers))
     if not parsed:
         raise ValueError("matchers: at least one matcher is required (e.g. job=resnet-retrain)")
     if all(m.matches({}) for m in parsed):

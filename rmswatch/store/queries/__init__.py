@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rmswatch.store.queries.alerts import active_alerts as active_alerts
 from rmswatch.store.queries.alerts import alert_history as alert_history
+from rmswatch.store.queries.alerts import alerts_for_run as alerts_for_run
 from rmswatch.store.queries.alerts import notifications as notifications
 from rmswatch.store.queries.alerts import silences as silences
 from rmswatch.store.queries.telemetry import TimeLike as TimeLike

@@ -46,7 +46,14 @@ def active_alerts(
     query = select(AlertRow).where(AlertRow.state.in_(states))
     if job is not None:
         query = query.where(AlertRow.job == job)
-    alerts = _all(engine, query)
+    frame = _alert_frame(_all(engine, query))
+    order = frame.assign(
+        _not_page=frame["severity"] != "page", _not_firing=frame["state"] != "firing"
+    ).sort_values(["_not_page", "_not_firing", "active_since"], kind="stable")
+    return frame.loc[order.index].reset_index(drop=True)
+
+
+def _alert_frame(alerts: list[AlertRow]) -> pd.DataFrame:
     rows = [
         {
             "fingerprint": a.fingerprint,
@@ -71,8 +78,19 @@ def active_alerts(
         }
         for a in alerts
     ]
-    rows.sort(key=lambda r: (r["severity"] != "page", r["state"] != "firing", r["active_since"]))
     return _frame(rows, ALERT_COLUMNS, ["active_since", "starts_at", "ends_at", "acknowledged_at"])
+
+
+def alerts_for_run(engine: Engine, run_id: str) -> pd.DataFrame:
+    """Every alert (any state) that a run raised, oldest first: the postmortem's alert list.
+
+    Alerts are per job (run_id is not in the fingerprint), so this finds them through the
+    run's history events, with the alert's state as it is now.
+    """
+    fingerprints = select(AlertEventRow.fingerprint).where(AlertEventRow.run_id == run_id)
+    found = _all(engine, select(AlertRow).where(AlertRow.fingerprint.in_(fingerprints)))
+    frame = _alert_frame(found)
+    return frame.sort_values("active_since", kind="stable").reset_index(drop=True)
 
 
 def _all(engine: Engine, query: Select[Any]) -> list[Any]:
