@@ -26,6 +26,7 @@ from rmswatch.alerting.receivers import Transport, requests_transport
 from rmswatch.alerting.routing import dispatch
 from rmswatch.alerting.signals import Signal
 from rmswatch.config import Config, load_config
+from rmswatch.store.retention import RetentionReport, apply_retention
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ Clock = Callable[[], datetime]
 
 # pg advisory lock key: the first 8 bytes of sha256("rmswatch.alerting.leader"), as a signed int64
 LEADER_LOCK_KEY = 0x2B1E_5A0C_7D43_9F61
+# Retention deletes in bulk; hourly keeps each pass small without mattering for freshness.
+RETENTION_INTERVAL_SECONDS = 3600.0
 
 
 def open_store(db_url: str) -> Engine:
@@ -199,6 +202,17 @@ class SchedulerHandle:
             log.exception("notification delivery failed")
             return None
 
+    def retain(self) -> RetentionReport | None:
+        """Thin and expire old telemetry (store.retention); the leader alone does it."""
+        try:
+            if not self.lock.acquire():
+                return None
+            return apply_retention(self.engine, self.config.store.retention, self.clock())
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("retention pass failed")
+            return None
+
     def shutdown(self, wait: bool = True) -> None:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=wait)
@@ -242,6 +256,13 @@ def start_scheduler(
         "interval",
         seconds=config.outbox.poll_seconds,
         id="rmswatch-deliver",
+        **common,
+    )
+    scheduler.add_job(
+        handle.retain,
+        "interval",
+        seconds=RETENTION_INTERVAL_SECONDS,
+        id="rmswatch-retention",
         **common,
     )
     handle.scheduler = scheduler

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import Engine, select
 
 from rmswatch.config import RetentionConfig
@@ -59,3 +61,26 @@ def test_telemetry_older_than_keep_days_is_deleted_but_the_run_is_kept(engine: E
     with engine.connect() as conn:
         assert conn.execute(select(Step.step)).scalars().all() == [1]
         assert conn.execute(select(Run.run_id)).scalars().all() == ["run-1"]
+
+
+def test_the_alert_scheduler_runs_retention_on_the_configured_policy(engine: Engine) -> None:
+    from rmswatch.alerting.scheduler import RETENTION_INTERVAL_SECONDS, start_scheduler
+    from rmswatch.config import Config, StoreConfig
+
+    with write_transaction(engine) as conn:
+        run_pk = upsert_run(conn, run_info(), reopen=True)
+        write_telemetry(conn, run_pk, [step_record(s) for s in range(30)])
+    config = Config(
+        store=StoreConfig(retention=RetentionConfig(full_resolution_hours=1, downsample_every=10))
+    )
+    handle = start_scheduler(
+        engine, config, start=False, clock=lambda: datetime.fromtimestamp(T0 + 3 * HOUR, UTC)
+    )
+    try:
+        job = handle.scheduler.get_job("rmswatch-retention")
+        assert job.trigger.interval.total_seconds() == RETENTION_INTERVAL_SECONDS
+        report = handle.retain()
+    finally:
+        handle.shutdown(wait=False)
+    assert report is not None and report.downsampled == 27 * 2
+    assert _histogram_steps(engine) == [0, 10, 20]
