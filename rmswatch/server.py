@@ -150,9 +150,9 @@ def _open_engine(url: str) -> Engine:
 
         from rmswatch.store.models import Base
 
-        engine = create_engine(url)
-        Base.metadata.create_all(engine)
-        return engine
+        fallback: Engine = create_engine(url)
+        Base.metadata.create_all(fallback)
+        return fallback
     engine = make_engine(url)
     upgrade(engine)
     return engine

@@ -111,7 +111,7 @@ GRAPH_POINTS_JS = """
 return Array.from(document.querySelectorAll('.js-plotly-plot')).map(function (el) {
   var n = 0;
   (el.calcdata || []).forEach(function (trace) {
-    trace.forEach(function (point) { if (point && (point.y !== undefined || point.z)) { n += 1; } });
+    trace.forEach(function (p) { if (p && (p.y !== undefined || p.z)) { n += 1; } });
   });
   return {id: el.parentElement ? el.parentElement.id || el.id : el.id, points: n};
 });

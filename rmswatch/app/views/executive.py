@@ -63,7 +63,7 @@ def gpu_spend_by_day(runs: pd.DataFrame, gpu_hour_usd: float) -> pd.DataFrame:
             "gpu_hours": runs["gpu_seconds"].fillna(0.0).astype(float) / 3600.0,
         }
     )
-    daily = frame.groupby("day", as_index=False)["gpu_hours"].sum()
+    daily = pd.DataFrame(frame.groupby("day", as_index=False)["gpu_hours"].sum())
     daily["spend_usd"] = daily["gpu_hours"] * gpu_hour_usd
     return daily
 
@@ -76,7 +76,7 @@ def drift_kpi(samples: pd.DataFrame) -> pd.DataFrame:
     ordered = samples.sort_values("time")
     ordered = ordered.assign(previous=ordered.groupby(["job", "name"])["value"].shift(1))
     latest = ordered.groupby(["job", "name"], as_index=False).tail(1)
-    return latest[columns].reset_index(drop=True)
+    return pd.DataFrame(latest[columns]).reset_index(drop=True)
 
 
 def success_trend_figure(runs: pd.DataFrame, objective: float) -> go.Figure:
