@@ -163,7 +163,6 @@ def test_root_leads_to_executive_when_nothing_is_firing(server_url: str, browser
 
 def test_layer_picker_changes_the_debug_graphs(server_url: str, browser: Any) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     _load(browser, f"{server_url}/debug?run=resnet-good", 4)
     title_js = (
@@ -171,9 +170,19 @@ def test_layer_picker_changes_the_debug_graphs(server_url: str, browser: Any) ->
         ".querySelector('.js-plotly-plot').layout.title.text"
     )
     assert "conv1.weight" in browser.execute_script(title_js)
-    picker = browser.find_element(By.CSS_SELECTOR, "#debug-layer input")
-    picker.send_keys("fc.weight")
-    picker.send_keys(Keys.ENTER)
+    browser.find_element(By.ID, "debug-layer").click()
+    option = wait_until(
+        lambda: [
+            e
+            for e in browser.find_elements(By.XPATH, "//*[normalize-space(text())='fc.weight']")
+            if e.is_displayed()
+            and e.find_elements(By.XPATH, "ancestor::*[@role='option']")
+            or e.get_attribute("role") == "option"
+        ],
+        timeout=10,
+        what="the fc.weight option",
+    )
+    option[0].click()
     wait_until(
         lambda: "fc.weight" in browser.execute_script(title_js),
         timeout=20,

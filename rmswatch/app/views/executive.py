@@ -97,6 +97,7 @@ def success_trend_figure(runs: pd.DataFrame, objective: float) -> go.Figure:
     fig.add_bar(x=daily["day"], y=daily["ok"] * 100, marker_color=colors, name="success %")
     fig.add_hline(y=objective * 100, line_dash="dash", line_color=AMBER, annotation_text="SLO")
     fig.update_yaxes(range=[0, 105], ticksuffix="%")
+    fig.update_xaxes(tickformat="%b %d", dtick=86_400_000)
     return fig
 
 
@@ -115,6 +116,7 @@ def spend_figure(daily: pd.DataFrame) -> go.Figure:
         line={"color": AMBER, "width": 3},
     )
     fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False})
+    fig.update_xaxes(tickformat="%b %d", dtick=86_400_000)
     return fig
 
 
