@@ -76,6 +76,7 @@ def fill(url: str, steps: int) -> None:
                     {
                         "run_pk": 1,
                         "step": s,
+                        "time": t0 + timedelta(seconds=s),
                         "layer": n,
                         "grad_norm": 1.0,
                         "update_ratio": 1e-3,
