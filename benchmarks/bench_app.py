@@ -22,20 +22,21 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import plotly
-from sqlalchemy import create_engine, insert
+from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rmswatch.config import Config  # noqa: E402
 from rmswatch.server import build_server  # noqa: E402
-from rmswatch.store.models import Base, LayerStep, Run, Step  # noqa: E402
+from rmswatch.store.engine import make_engine, upgrade  # noqa: E402
+from rmswatch.store.models import LayerStep, Run, Step  # noqa: E402
 
 LAYERS = ("conv1.weight", "fc.weight")
 
 
 def fill(url: str, steps: int) -> None:
-    engine = create_engine(url)
-    Base.metadata.create_all(engine)
+    engine = make_engine(url)
+    upgrade(engine)
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     with engine.begin() as conn:
         conn.execute(
@@ -120,7 +121,7 @@ def main() -> int:
         begin = time.perf_counter()
         fill(url, args.steps)
         print(f"filled {args.steps} steps in {time.perf_counter() - begin:.1f}s")
-        engine = create_engine(url)
+        engine = make_engine(url)
         server = build_server(Config(), engine, start_scheduler=False)
         from rmswatch.app.downsample import downsample_frame
         from rmswatch.app.pages import oncall as oncall_page
