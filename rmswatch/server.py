@@ -124,10 +124,8 @@ def _basic_ok(header: str, username: str, password: str) -> bool:
 
 
 def _mount_ingest(server: flask.Flask, engine: Engine, config: Config) -> None:
-    try:
-        from rmswatch.collectors.ingest import create_blueprint
-    except ImportError:  # TODO(app): remove once the store branch lands (ingest not merged yet)
-        return
+    from rmswatch.collectors.ingest import create_blueprint
+
     token = os.environ.get(config.server.ingest.token_env, "")
     server.register_blueprint(
         create_blueprint(engine, token=token, max_batch_bytes=config.server.ingest.max_batch_bytes)
@@ -135,24 +133,14 @@ def _mount_ingest(server: flask.Flask, engine: Engine, config: Config) -> None:
 
 
 def _start_scheduler(engine: Engine, config: Config) -> Any:
-    try:
-        from rmswatch.alerting.scheduler import start_scheduler
-    except ImportError:  # TODO(app): remove once the alerting branches land
-        return None
+    from rmswatch.alerting.scheduler import start_scheduler
+
     return start_scheduler(engine, config)
 
 
 def _open_engine(url: str) -> Engine:
-    try:
-        from rmswatch.store.engine import make_engine, upgrade
-    except ImportError:  # TODO(app): remove once the store branch lands
-        from sqlalchemy import create_engine
+    from rmswatch.store.engine import make_engine, upgrade
 
-        from rmswatch.store.models import Base
-
-        engine = create_engine(url)
-        Base.metadata.create_all(engine)
-        return engine
     engine = make_engine(url)
     upgrade(engine)
     return engine

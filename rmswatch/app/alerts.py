@@ -13,6 +13,9 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine
 
+from rmswatch.alerting import lifecycle, silences
+from rmswatch.store.queries import alerts as alert_queries
+
 ALERT_COLUMNS = [
     "fingerprint",
     "alertname",
@@ -41,30 +44,18 @@ def _conform(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def available() -> bool:
-    """True once the alerting package provides alert state in the store."""
-    try:
-        import rmswatch.store.queries.alerts  # noqa: F401
-    except ImportError:
-        return False
+    """Alert state always lives in the store now; kept so pages can word empty states."""
     return True
 
 
 def active_alerts(engine: Engine) -> pd.DataFrame:
     """Firing and pending alerts, pages first."""
-    if not available():
-        return _empty()
-    from rmswatch.store.queries import alerts as queries
-
-    return _conform(queries.active_alerts(engine))
+    return _conform(alert_queries.active_alerts(engine))
 
 
 def run_alerts(engine: Engine, run_id: str) -> pd.DataFrame:
     """Every alert (any state) raised for one run."""
-    if not available():
-        return _empty()
-    from rmswatch.store.queries import alerts as queries
-
-    return _conform(queries.alert_history(engine, run_id=run_id))
+    return _conform(alert_queries.alerts_for_run(engine, run_id))
 
 
 def create_silence(
@@ -75,12 +66,8 @@ def create_silence(
     author: str,
     comment: str,
 ) -> Any:
-    from rmswatch.alerting.silences import create_silence as create
-
-    return create(engine, dict(matchers), starts_at, ends_at, author, comment)
+    return silences.create_silence(engine, dict(matchers), starts_at, ends_at, author, comment)
 
 
-def acknowledge(engine: Engine, fingerprint: str, by: str) -> Any:
-    from rmswatch.alerting.lifecycle import acknowledge_alert
-
-    return acknowledge_alert(engine, fingerprint, by)
+def acknowledge(engine: Engine, fingerprint: str, by: str) -> bool:
+    return lifecycle.acknowledge_alert(engine, fingerprint, by)

@@ -22,12 +22,12 @@ def create_app(context: AppContext, *, server: flask.Flask | None = None) -> Das
     attach(flask_server, context)
     app = Dash(
         "rmswatch.app",
-        server=flask_server,
+        server=flask_server,  # type: ignore[arg-type]  # Dash accepts a Flask app
         use_pages=True,
         pages_folder=str(HERE / "pages"),
         assets_folder=str(HERE / "assets"),
         title="rmswatch",
-        update_title=None,
+        update_title=None,  # type: ignore[arg-type]  # None: keep the title while updating
         suppress_callback_exceptions=True,
     )
     app.layout = _layout(context)

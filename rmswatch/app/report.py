@@ -48,7 +48,7 @@ def postmortem_data(engine: Engine, run_id: str) -> PostmortemData | None:
         postmortem.flatten_hyperparameters(run.get("hyperparameters")),
         postmortem.flatten_hyperparameters(baseline.get("hyperparameters") if baseline else None),
     )
-    steps = queries.step_series(engine, run_pk, ["time", "loss"])
+    steps = queries.step_series(engine, run_pk, ["loss"])
     spikes = postmortem.loss_spikes(steps)
     raised = alerts.run_alerts(engine, run_id)
     first_bad = queries.first_nonfinite(engine, run_pk)
@@ -57,7 +57,9 @@ def postmortem_data(engine: Engine, run_id: str) -> PostmortemData | None:
     figure = oncall.loss_figure(
         shown,
         queries.validations(engine, [run_pk]),
-        oncall.alert_markers(raised, shown),
+        oncall.alert_markers(
+            raised, queries.steps_at(engine, run_pk, list(raised["starts_at"])), shown
+        ),
         title=f"Loss — {run['job']} · {run_id}",
     )
     return PostmortemData(

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import Engine, insert
 from sqlalchemy.orm import Session
 
+from rmswatch.store.engine import upgrade
 from rmswatch.store.models import (
-    Base,
     Checkpoint,
     HistogramRow,
     LayerStep,
@@ -23,6 +23,7 @@ from rmswatch.store.models import (
     Step,
     Validation,
 )
+from rmswatch.store.models_alerting import AlertEventRow, AlertRow
 from rmswatch.trainer_hooks.records import RMS_EDGES
 
 # recent enough that heartbeat ages read like a live incident
@@ -34,8 +35,7 @@ SCRIPT_LABEL = "<script>window.__pwned=1</script>"
 
 
 def create_schema(engine: Engine) -> None:
-    # TODO(app): use rmswatch.store.engine.upgrade once the store branch lands
-    Base.metadata.create_all(engine)
+    upgrade(engine)
 
 
 def add_run(
@@ -102,6 +102,7 @@ def add_run(
                 {
                     "run_pk": run_pk,
                     "step": step,
+                    "time": time,
                     "layer": name,
                     "grad_norm": factor * (1.0 + (step % 13) / 13),
                     "param_norm": 3.0,
@@ -218,5 +219,51 @@ def fill_store(engine: Engine) -> None:
                     "labels": {},
                 }
                 for h in range(4)
+            ],
+        )
+
+
+FIRING_FINGERPRINT = "f1a2b3c4d5e6f7a8"
+
+
+def add_firing_alert(engine: Engine) -> None:
+    """A firing page for resnet-bad's NaN loss, as the lifecycle would have stored it."""
+    started = T0 + timedelta(hours=2, seconds=NAN_STEP)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(AlertRow),
+            [
+                {
+                    "fingerprint": FIRING_FINGERPRINT,
+                    "alertname": "NonFiniteLoss",
+                    "job": "resnet-retrain",
+                    "run_id": "resnet-bad",
+                    "severity": "page",
+                    "labels": {"job": "resnet-retrain"},
+                    "annotations": {
+                        "summary": f"loss is NaN since step {NAN_STEP}",
+                        "runbook_url": "/runbooks/nan.md",
+                    },
+                    "state": "firing",
+                    "value": 1.0,
+                    "active_since": started,
+                    "starts_at": started,
+                    "last_evaluated_at": started,
+                }
+            ],
+        )
+        conn.execute(
+            insert(AlertEventRow),
+            [
+                {
+                    "fingerprint": FIRING_FINGERPRINT,
+                    "alertname": "NonFiniteLoss",
+                    "job": "resnet-retrain",
+                    "run_id": "resnet-bad",
+                    "severity": "page",
+                    "time": started,
+                    "from_state": "pending",
+                    "to_state": "firing",
+                }
             ],
         )

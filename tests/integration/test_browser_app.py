@@ -17,13 +17,14 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
-from tests.app.fixtures import NAN_STEP, fill_store
+from tests.app.fixtures import NAN_STEP, add_firing_alert, fill_store
 from tests.helpers import REPO_ROOT, free_port, require_program, subprocess_env, wait_until
 
 pytestmark = pytest.mark.integration
 
 PAGES = ("oncall", "executive", "slo", "debug", "postmortem")
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+SERVER_DB: list[str] = []  # the module server's store URL, for tests that read it back
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,10 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import requests
 
     db = tmp_path_factory.mktemp("store") / "rmswatch.db"
+    SERVER_DB[:] = [f"sqlite:///{db}"]
     engine = create_engine(f"sqlite:///{db}")
     fill_store(engine)
+    add_firing_alert(engine)
     engine.dispose()
     port = free_port()
     process = subprocess.Popen(
@@ -111,7 +114,7 @@ GRAPH_POINTS_JS = """
 return Array.from(document.querySelectorAll('.js-plotly-plot')).map(function (el) {
   var n = 0;
   (el.calcdata || []).forEach(function (trace) {
-    trace.forEach(function (point) { if (point && (point.y !== undefined || point.z)) { n += 1; } });
+    trace.forEach(function (p) { if (p && (p.y !== undefined || p.z)) { n += 1; } });
   });
   return {id: el.parentElement ? el.parentElement.id || el.id : el.id, points: n};
 });
@@ -156,14 +159,51 @@ def test_page_loads_without_console_errors_and_its_graphs_hold_data(
         browser.save_screenshot(str(SCREENSHOTS / f"{page}.png"))
 
 
-def test_root_leads_to_executive_when_nothing_is_firing(server_url: str, browser: Any) -> None:
+def test_root_leads_to_oncall_while_an_alert_is_firing(server_url: str, browser: Any) -> None:
     browser.get(server_url + "/")
-    wait_until(lambda: browser.current_url.endswith("/executive"), timeout=20)
+    wait_until(lambda: browser.current_url.endswith("/oncall"), timeout=20)
+
+
+def test_a_silence_created_on_the_oncall_page_lands_in_the_store(
+    server_url: str, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    from rmswatch.store.engine import make_engine
+    from rmswatch.store.queries import silences
+
+    _load(browser, f"{server_url}/oncall", 4)
+    browser.find_element(By.ID, "silence-target").click()
+    wait_until(
+        lambda: [
+            e
+            for e in browser.find_elements(By.XPATH, "//*[contains(text(), 'NonFiniteLoss')]")
+            if e.is_displayed()
+        ],
+        timeout=10,
+        what="the alert in the silence picker",
+    )[-1].click()
+    browser.find_element(By.XPATH, "//label[contains(., '4h')]").click()
+    browser.find_element(By.ID, "silence-author").send_keys("night-oncall")
+    browser.find_element(By.ID, "silence-comment").send_keys("investigating the LR spike")
+    browser.find_element(By.ID, "silence-submit").click()
+    wait_until(
+        lambda: "silenced NonFiniteLoss" in browser.find_element(By.ID, "silence-result").text,
+        timeout=20,
+        what="the silence confirmation",
+    )
+    engine = make_engine(SERVER_DB[0])
+    try:
+        created = silences(engine)
+    finally:
+        engine.dispose()
+    row = created.iloc[0]
+    assert (row["author"], row["comment"]) == ("night-oncall", "investigating the LR spike")
+    assert (row["ends_at"] - row["starts_at"]).total_seconds() == 4 * 3600
 
 
 def test_layer_picker_changes_the_debug_graphs(server_url: str, browser: Any) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     _load(browser, f"{server_url}/debug?run=resnet-good", 4)
     title_js = (
@@ -171,9 +211,19 @@ def test_layer_picker_changes_the_debug_graphs(server_url: str, browser: Any) ->
         ".querySelector('.js-plotly-plot').layout.title.text"
     )
     assert "conv1.weight" in browser.execute_script(title_js)
-    picker = browser.find_element(By.CSS_SELECTOR, "#debug-layer input")
-    picker.send_keys("fc.weight")
-    picker.send_keys(Keys.ENTER)
+    browser.find_element(By.ID, "debug-layer").click()
+    option = wait_until(
+        lambda: [
+            e
+            for e in browser.find_elements(By.XPATH, "//*[normalize-space(text())='fc.weight']")
+            if e.is_displayed()
+            and e.find_elements(By.XPATH, "ancestor::*[@role='option']")
+            or e.get_attribute("role") == "option"
+        ],
+        timeout=10,
+        what="the fc.weight option",
+    )
+    option[0].click()
     wait_until(
         lambda: "fc.weight" in browser.execute_script(title_js),
         timeout=20,

@@ -16,7 +16,7 @@ from rmswatch.store.queries import views as queries
 
 dash.register_page(
     __name__, path="/executive", name="Executive", order=1, title="rmswatch · executive"
-)
+)  # type: ignore[no-untyped-call]
 
 RETRAIN_SLO = "retrain-success"
 

@@ -17,7 +17,7 @@ from rmswatch.app.selection import from_query, pick_run, runs_for
 from rmswatch.app.views import common, oncall
 from rmswatch.store.queries import views as queries
 
-dash.register_page(__name__, path="/oncall", name="On-call", order=0, title="rmswatch · on-call")
+dash.register_page(__name__, path="/oncall", name="On-call", order=0, title="rmswatch · on-call")  # type: ignore[no-untyped-call]
 
 RUNBOOKS = (
     ("Loss divergence", "divergence.md"),
@@ -157,7 +157,7 @@ def _alert_table(active: pd.DataFrame) -> Any:
                 ),
             ]
         )
-        for row in active.itertuples(index=False)
+        for row in _rows(active)
     ]
     header = html.Tr(
         [html.Th(h) for h in ("sev", "alert", "job", "state", "summary", "acked by", "", "")]
@@ -167,9 +167,12 @@ def _alert_table(active: pd.DataFrame) -> Any:
 
 def _silence_options(active: pd.DataFrame) -> list[dict[str, str]]:
     return [
-        {"label": f"{row.alertname} · {row.job}", "value": row.fingerprint}
-        for row in active.itertuples(index=False)
+        {"label": f"{row.alertname} · {row.job}", "value": row.fingerprint} for row in _rows(active)
     ]
+
+
+def _rows(frame: pd.DataFrame) -> list[Any]:
+    return list(frame.itertuples(index=False))
 
 
 @callback(
@@ -195,7 +198,7 @@ def act_on_alert(
     who = (author or "").strip() or "on-call"
     if isinstance(trigger, dict) and trigger.get("type") == "ack":
         if not any(t["value"] for t in ctx.triggered):
-            return dash.no_update  # type: ignore[no-any-return]
+            return dash.no_update  # type: ignore[return-value]
         alerts.acknowledge(context.engine, trigger["fp"], who)
         return f"acknowledged by {who}"
     if not fingerprint:
@@ -236,10 +239,13 @@ def run_figures(run_id: str | None) -> tuple[Any, ...]:
         empty = common.empty_figure("", common.NO_RUNS)
         return empty, empty, empty, empty, "/oncall"
     run_pk = int(run["run_pk"])
-    steps = queries.step_series(context.engine, run_pk, ["time", "loss", "grad_norm"])
+    steps = queries.step_series(context.engine, run_pk, ["loss", "grad_norm"])
     shown = downsample_frame(steps, ["loss", "grad_norm"])
     vals = queries.validations(context.engine, [run_pk])
-    markers = oncall.alert_markers(alerts.run_alerts(context.engine, run["run_id"]), shown)
+    raised = alerts.run_alerts(context.engine, run["run_id"])
+    markers = oncall.alert_markers(
+        raised, queries.steps_at(context.engine, run_pk, list(raised["starts_at"])), shown
+    )
     latest = _latest_layers(context.engine, run_pk, run.get("last_step"))
     return (
         oncall.loss_figure(shown, vals, markers, title=f"Loss — {run['job']} · {run['run_id']}"),

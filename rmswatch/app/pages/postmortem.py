@@ -15,7 +15,7 @@ from rmswatch.app.views import common
 
 dash.register_page(
     __name__, path="/postmortem", name="Postmortem", order=4, title="rmswatch · postmortem"
-)
+)  # type: ignore[no-untyped-call]
 
 
 def layout(**query: Any) -> Any:

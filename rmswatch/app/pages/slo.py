@@ -14,7 +14,7 @@ from rmswatch.app.context import current
 from rmswatch.app.views import common, slo
 from rmswatch.store.queries import views as queries
 
-dash.register_page(__name__, path="/slo", name="SLOs", order=2, title="rmswatch · SLOs")
+dash.register_page(__name__, path="/slo", name="SLOs", order=2, title="rmswatch · SLOs")  # type: ignore[no-untyped-call]
 
 RETRAIN_SLO = "retrain-success"
 

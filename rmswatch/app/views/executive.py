@@ -63,7 +63,7 @@ def gpu_spend_by_day(runs: pd.DataFrame, gpu_hour_usd: float) -> pd.DataFrame:
             "gpu_hours": runs["gpu_seconds"].fillna(0.0).astype(float) / 3600.0,
         }
     )
-    daily = frame.groupby("day", as_index=False)["gpu_hours"].sum()
+    daily = pd.DataFrame(frame.groupby("day", as_index=False)["gpu_hours"].sum())
     daily["spend_usd"] = daily["gpu_hours"] * gpu_hour_usd
     return daily
 
@@ -76,7 +76,7 @@ def drift_kpi(samples: pd.DataFrame) -> pd.DataFrame:
     ordered = samples.sort_values("time")
     ordered = ordered.assign(previous=ordered.groupby(["job", "name"])["value"].shift(1))
     latest = ordered.groupby(["job", "name"], as_index=False).tail(1)
-    return latest[columns].reset_index(drop=True)
+    return pd.DataFrame(latest[columns]).reset_index(drop=True)
 
 
 def success_trend_figure(runs: pd.DataFrame, objective: float) -> go.Figure:
@@ -97,6 +97,7 @@ def success_trend_figure(runs: pd.DataFrame, objective: float) -> go.Figure:
     fig.add_bar(x=daily["day"], y=daily["ok"] * 100, marker_color=colors, name="success %")
     fig.add_hline(y=objective * 100, line_dash="dash", line_color=AMBER, annotation_text="SLO")
     fig.update_yaxes(range=[0, 105], ticksuffix="%")
+    fig.update_xaxes(tickformat="%b %d", dtick=86_400_000)
     return fig
 
 
@@ -115,6 +116,7 @@ def spend_figure(daily: pd.DataFrame) -> go.Figure:
         line={"color": AMBER, "width": 3},
     )
     fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False})
+    fig.update_xaxes(tickformat="%b %d", dtick=86_400_000)
     return fig
 
 

@@ -93,20 +93,18 @@ def loss_figure(
     return fig
 
 
-def alert_markers(alerts: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
-    """Place each alert on the loss curve at the last telemetry step before it started."""
-    if alerts.empty or steps.empty or "time" not in steps:
+def alert_markers(
+    alerts: pd.DataFrame, alert_steps: list[int | None], steps: pd.DataFrame
+) -> pd.DataFrame:
+    """Alerts placed on the loss curve at the step each started at (`alert_steps`, same order)."""
+    if alerts.empty or steps.empty:
         return pd.DataFrame(columns=["step", "loss", "label"])
-    curve = steps.dropna(subset=["time"]).sort_values("time")
-    placed = pd.merge_asof(
-        alerts.sort_values("starts_at")[["starts_at", "alertname"]],
-        curve[["time", "step", "loss"]],
-        left_on="starts_at",
-        right_on="time",
-        direction="backward",
-    ).dropna(subset=["step"])
-    placed["label"] = placed["alertname"].astype(str)
-    return placed[["step", "loss", "label"]]
+    placed = pd.DataFrame({"step": alert_steps, "label": alerts["alertname"].astype(str).tolist()})
+    placed = placed.dropna(subset=["step"]).astype({"step": "int64"})
+    curve = steps[["step", "loss"]].sort_values("step")
+    return pd.merge_asof(placed.sort_values("step"), curve, on="step", direction="backward")[
+        ["step", "loss", "label"]
+    ]
 
 
 def nonfinite_figure(totals: dict[str, int]) -> go.Figure:

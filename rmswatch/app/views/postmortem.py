@@ -40,6 +40,10 @@ def hyperparameter_diff(current: Mapping[str, Any], baseline: Mapping[str, Any])
     return frame.sort_values(["changed", "name"], ascending=[False, True]).reset_index(drop=True)
 
 
+def _rows(frame: pd.DataFrame) -> list[Any]:
+    return list(frame.itertuples(index=False))
+
+
 def _show(value: Any) -> str:
     return "—" if value is None else str(value)
 
@@ -49,7 +53,8 @@ def loss_spikes(
 ) -> pd.DataFrame:
     """Steps whose loss exceeds `factor` x the median of the previous `window` steps.
 
-    Consecutive spiking steps count once, at the first of them; non-finite losses are spikes.
+    Consecutive spiking steps count once, at the first of them; a non-finite loss after finite
+    ones is a spike.
     """
     columns = ["step", "loss", "median"]
     if steps.empty:
@@ -57,7 +62,9 @@ def loss_spikes(
     loss = pd.to_numeric(steps["loss"], errors="coerce").astype(float)
     finite = loss.where(np.isfinite(loss))
     median = finite.rolling(window, min_periods=min(window, 5)).median().shift(1)
-    spiking = (loss > factor * median) | (~np.isfinite(loss) & steps["loss"].notna())
+    # NaN and missing look alike once stored; a gap after finite losses counts as a spike
+    seen_finite = finite.ffill().notna()
+    spiking = (loss > factor * median) | (~np.isfinite(loss) & seen_finite)
     starts = spiking & ~spiking.shift(1, fill_value=False)
     found = pd.DataFrame({"step": steps["step"], "loss": loss, "median": median})[starts]
     return found.head(limit).reset_index(drop=True)
@@ -82,7 +89,7 @@ def timeline(
             "what": f"{alert.alertname} ({getattr(alert, 'severity', '')}): "
             f"{getattr(alert, 'summary', '')}",
         }
-        for alert in alerts.itertuples(index=False)
+        for alert in _rows(alerts)
     )
     events.extend(
         {
@@ -91,7 +98,7 @@ def timeline(
             "kind": "loss spike",
             "what": f"loss {spike.loss:.4g} vs median {spike.median:.4g}",
         }
-        for spike in spikes.itertuples(index=False)
+        for spike in _rows(spikes)
     )
     if first_bad is not None:
         layers = ", ".join(name for name, _ in first_bad["layers"]) or "no layer (loss only)"
@@ -111,7 +118,7 @@ def timeline(
             "what": ("ok" if point.ok else f"FAILED {point.detail}")
             + (f", {point.seconds:.2f}s" if point.seconds is not None else ""),
         }
-        for point in checkpoints.itertuples(index=False)
+        for point in _rows(checkpoints)
     )
     if run.get("ended_at") is not None and not pd.isna(run.get("ended_at")):
         events.append(

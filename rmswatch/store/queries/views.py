@@ -54,7 +54,8 @@ def _utc(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
 
 def _frame(engine: Engine, statement: Any, columns: Sequence[str]) -> pd.DataFrame:
     with engine.connect() as conn:
-        rows = conn.execute(statement).all()
+        # plain tuples: pandas probing Row objects attribute by attribute costs seconds per 1M
+        rows = [tuple(row) for row in conn.execute(statement)]
     return pd.DataFrame.from_records(rows, columns=list(columns))
 
 
@@ -120,7 +121,7 @@ def run(engine: Engine, run_id: str) -> dict[str, Any] | None:
     )
     if frame.empty:
         return None
-    record: dict[str, Any] = frame.iloc[0].to_dict()
+    record: dict[str, Any] = {str(k): v for k, v in frame.iloc[0].to_dict().items()}
     record["hist_edges"] = _scalar(engine, select(Run.hist_edges).where(Run.run_id == run_id))
     return record
 
@@ -402,3 +403,15 @@ def latest_layer_stats(engine: Engine, run_pk: int) -> pd.DataFrame:
         .order_by(LayerStep.id)
     )
     return _frame(engine, statement, names)
+
+
+def steps_at(engine: Engine, run_pk: int, moments: Sequence[datetime]) -> list[int | None]:
+    """For each moment, the last telemetry step recorded at or before it (None before the first)."""
+    found: list[int | None] = []
+    with engine.connect() as conn:
+        for moment in moments:
+            value = conn.execute(
+                select(func.max(Step.step)).where(Step.run_pk == run_pk, Step.time <= moment)
+            ).scalar()
+            found.append(None if value is None else int(value))
+    return found

@@ -1,0 +1,96 @@
+"""View functions: pandas in, the numbers and figures a person reads out."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+
+from rmswatch.app.views import executive, oncall, postmortem, slo
+from rmswatch.app.views.common import empty_figure
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+
+
+def _runs(statuses: list[str], job: str = "j") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "run_pk": range(len(statuses)),
+            "run_id": [f"r{i}" for i in range(len(statuses))],
+            "job": job,
+            "status": statuses,
+            "started_at": [NOW - timedelta(hours=len(statuses) - i) for i in range(len(statuses))],
+            "ended_at": [
+                NOW - timedelta(hours=len(statuses) - i - 0.5) for i in range(len(statuses))
+            ],
+            "last_step_at": [NOW - timedelta(minutes=30)] * len(statuses),
+            "last_step": 10,
+            "gpu_seconds": 3600.0,
+        }
+    )
+
+
+def test_running_runs_do_not_count_against_retrain_success() -> None:
+    rate = executive.retrain_success(_runs(["succeeded", "failed", "running"]), objective=0.5)
+    assert (rate.finished, rate.succeeded, rate.rate) == (2, 1, 0.5)
+    assert rate.budget_remaining == 0.0
+
+
+def test_error_budget_goes_negative_when_failures_exceed_the_allowance() -> None:
+    rate = executive.retrain_success(_runs(["failed"] * 2 + ["succeeded"] * 8), objective=0.95)
+    assert math.isclose(rate.budget_remaining, 1 - 0.2 / 0.05)
+
+
+def test_spend_is_gpu_hours_times_the_configured_price() -> None:
+    daily = executive.gpu_spend_by_day(_runs(["succeeded", "succeeded"]), gpu_hour_usd=2.5)
+    assert daily["gpu_hours"].sum() == 2.0 and daily["spend_usd"].sum() == 5.0
+
+
+def test_validation_delta_is_last_minus_first_per_run() -> None:
+    vals = pd.DataFrame({"run_pk": [0, 0, 0], "step": [0, 10, 20], "value": [2.0, 1.5, 1.2]})
+    deltas = executive.validation_delta_per_run(_runs(["succeeded"]), vals)
+    assert math.isclose(deltas["delta"].iloc[0], -0.8)
+
+
+def test_drift_kpi_reports_the_latest_sample_and_the_one_before() -> None:
+    samples = pd.DataFrame(
+        {"job": "j", "name": "psi", "time": [NOW, NOW + timedelta(hours=1)], "value": [0.1, 0.3]}
+    )
+    latest = executive.drift_kpi(samples)
+    assert (latest["value"].iloc[0], latest["previous"].iloc[0]) == (0.3, 0.1)
+
+
+def test_a_running_job_without_heartbeat_is_stale_and_listed_first() -> None:
+    runs = pd.concat([_runs(["succeeded"], job="a"), _runs(["running"], job="b")])
+    table = oncall.jobs_table(runs, NOW, stale_after_s=600)
+    assert table["job"].tolist() == ["b", "a"]
+    assert table["stale"].tolist() == [True, False]
+    assert table["heartbeat"].iloc[0] == "30m 0s"
+
+
+def test_hyperparameter_diff_puts_changed_values_first() -> None:
+    diff = postmortem.hyperparameter_diff({"lr": 0.1, "eps": 1e-8}, {"lr": 0.01, "eps": 1e-8})
+    assert diff.iloc[0].to_dict() == {
+        "name": "lr",
+        "this run": "0.1",
+        "last good run": "0.01",
+        "changed": True,
+    }
+
+
+def test_loss_spikes_count_a_run_of_spiking_steps_once_and_nan_is_a_spike() -> None:
+    loss = [1.0] * 20 + [10.0, 11.0] + [1.0] * 5 + [math.nan]
+    spikes = postmortem.loss_spikes(pd.DataFrame({"step": range(len(loss)), "loss": loss}))
+    assert spikes["step"].tolist() == [20, 27]
+
+
+def test_budget_burn_falls_with_each_failed_run() -> None:
+    burn = slo.retrain_budget_burn(_runs(["succeeded", "failed", "succeeded"]), objective=0.5)
+    assert burn["budget_left"].tolist() == [1.0, 0.0, 1 - 1 / 1.5]
+
+
+def test_empty_figures_say_what_to_do_and_escape_job_text() -> None:
+    fig = empty_figure("<b>x</b>", "no runs yet — <script>")
+    assert "&lt;script&gt;" in fig.layout.annotations[0].text
+    assert oncall.loss_figure(pd.DataFrame(), pd.DataFrame()).layout.annotations
