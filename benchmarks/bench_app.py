@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import plotly
@@ -37,7 +37,7 @@ LAYERS = ("conv1.weight", "fc.weight")
 def fill(url: str, steps: int) -> None:
     engine = make_engine(url)
     upgrade(engine)
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:
         conn.execute(
             insert(Run),

@@ -8,7 +8,7 @@ older than `keep_days` is deleted. Run rows (the SLO and cost history) are kept.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Engine, Table, delete, select
@@ -51,11 +51,11 @@ def apply_retention(
 ) -> RetentionReport:
     """Thin old histograms and delete expired telemetry as of `now` (default: the clock)."""
     if now is None:
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
     elif isinstance(now, datetime):
-        at = now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)
+        at = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     else:
-        at = datetime.fromtimestamp(now, tz=timezone.utc)
+        at = datetime.fromtimestamp(now, tz=UTC)
     expired: dict[str, int] = {}
     with write_transaction(engine) as conn:
         downsampled = 0

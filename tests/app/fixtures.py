@@ -8,7 +8,7 @@ job and a job whose label carries a `<script>` tag.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, insert
 from sqlalchemy.orm import Session
@@ -27,7 +27,7 @@ from rmswatch.store.models_alerting import AlertEventRow, AlertRow
 from rmswatch.trainer_hooks.records import RMS_EDGES
 
 # recent enough that heartbeat ages read like a live incident
-T0 = (datetime.now(timezone.utc) - timedelta(hours=4)).replace(minute=0, second=0, microsecond=0)
+T0 = (datetime.now(UTC) - timedelta(hours=4)).replace(minute=0, second=0, microsecond=0)
 LAYERS = ("conv1.weight", "conv1.bias", "fc.weight")
 NAN_STEP = 150
 NAN_LAYER = "fc.weight"

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
 from rmswatch.app.views import executive, oncall, postmortem, slo
 from rmswatch.app.views.common import empty_figure
 
-NOW = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
 def _runs(statuses: list[str], job: str = "j") -> pd.DataFrame:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -95,7 +95,7 @@ def test_steps_query_filters_by_step_and_time_and_thins_to_max_points(engine: En
     assert queries.steps(engine, "run-1", start_step=10, end_step=19)["step"].tolist() == list(
         range(10, 20)
     )
-    since = datetime.fromtimestamp(T0 + 95, tz=timezone.utc)
+    since = datetime.fromtimestamp(T0 + 95, tz=UTC)
     assert queries.steps(engine, "run-1", since=since)["step"].tolist() == [95, 96, 97, 98, 99]
     thinned = queries.steps(engine, "run-1", max_points=10)["step"].tolist()
     assert thinned == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99]

@@ -8,7 +8,7 @@ to about that many evenly spaced rows in SQL, always keeping the newest one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -35,8 +35,8 @@ def _as_datetime(value: TimeLike) -> datetime:
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime()
     if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(float(value), tz=UTC)
 
 
 def _frame(
@@ -120,7 +120,7 @@ def runs(
     frame = _frame(
         engine, stmt.order_by(Run.started_at.desc()), ("started_at", "ended_at", "last_step_at")
     )
-    at = pd.Timestamp(_as_datetime(now if now is not None else datetime.now(timezone.utc)))
+    at = pd.Timestamp(_as_datetime(now if now is not None else datetime.now(UTC)))
     frame["heartbeat_age_s"] = (at - frame["last_step_at"]).dt.total_seconds()
     frame["gpu_hours"] = frame["gpu_seconds"] / 3600.0
     return frame
