@@ -272,7 +272,7 @@ class Evaluator:
         parts.append(q.step_tails(self.engine, new_pks, max(span_rows, step_span)))
         parts = [p for p in parts if not p.empty]
         if not parts:
-            tails = pd.DataFrame(columns=q.STEP_TAIL_COLUMNS)
+            tails = q.empty_tails()
         else:
             tails = pd.concat(parts, ignore_index=True)
             tails = tails.drop_duplicates(["run_pk", "step"], keep="last")

@@ -58,6 +58,10 @@ def add_steps(engine: Engine, run_pk: int, rows: Iterable[Mapping[str, Any]]) ->
     values = [{**row, "run_pk": run_pk, "time": at(row["time"])} for row in rows]
     if not values:
         return
+    # one executemany needs the same keys in every row
+    keys = {k for v in values for k in v}
+    defaults = {k: 0 if k.startswith("nonfinite_") else None for k in keys}
+    values = [{**defaults, **v} for v in values]
     last = max(values, key=lambda v: v["step"])
     with engine.begin() as conn:
         conn.execute(insert(Step), values)

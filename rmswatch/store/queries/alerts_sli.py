@@ -261,10 +261,15 @@ STEP_TAIL_COLUMNS = [
 ]  # fmt: skip
 
 
+def empty_tails() -> pd.DataFrame:
+    frame = pd.DataFrame(columns=STEP_TAIL_COLUMNS)
+    return frame.astype({c: "float64" for c in STEP_TAIL_COLUMNS} | {"run_pk": "int64"})
+
+
 def step_tails(engine: Engine, run_pks: Sequence[int], span_steps: int) -> pd.DataFrame:
     """The steps of each run within `span_steps` optimizer steps of its last step."""
     if not run_pks:
-        return pd.DataFrame(columns=STEP_TAIL_COLUMNS)
+        return empty_tails()
     statement = (
         select(
             Step.run_pk, Step.step, Step.time, Step.loss, Step.grad_norm, Step.eff_lr_mean,
@@ -281,7 +286,7 @@ def step_tails(engine: Engine, run_pks: Sequence[int], span_steps: int) -> pd.Da
 def steps_since(engine: Engine, run_pks: Sequence[int], since: float) -> pd.DataFrame:
     """Steps of these runs logged at or after `since` (the incremental part of the tails)."""
     if not run_pks:
-        return pd.DataFrame(columns=STEP_TAIL_COLUMNS)
+        return empty_tails()
     statement = (
         select(
             Step.run_pk, Step.step, Step.time, Step.loss, Step.grad_norm, Step.eff_lr_mean,
