@@ -424,7 +424,7 @@ def _health_test_cases(config: Config) -> list[dict[str, Any]]:
     return cases
 
 
-def tests_document(config: Config, rules_file: str) -> dict[str, Any]:
+def promtool_tests_document(config: Config, rules_file: str) -> dict[str, Any]:
     cases = []
     for spec, sli in _slos(config):
         cases += _slo_test_cases(spec, sli, config)
@@ -457,5 +457,5 @@ def rules_command(
                 name = str(rules_ref)
         else:
             name = "rules.yml"
-        Path(tests_output).write_text(dump(tests_document(config, name)), encoding="utf-8")
+        Path(tests_output).write_text(dump(promtool_tests_document(config, name)), encoding="utf-8")
     return 0
