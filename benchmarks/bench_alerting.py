@@ -40,7 +40,10 @@ def main() -> None:
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as tmp:
         engine = new_store(f"sqlite:///{tmp}/bench.db")
-        pks = [add_run(engine, f"run-{i}", job=f"job-{i}", started=now - minutes * 60) for i in range(n)]
+        pks = [
+            add_run(engine, f"run-{i}", job=f"job-{i}", started=now - minutes * 60)
+            for i in range(n)
+        ]
         # the store holds the last 2 hours (1 step row per run per minute); older history
         # is what a cold start would have aggregated: seeded straight into the bucket history
         rows = []
@@ -53,9 +56,11 @@ def main() -> None:
 
         with engine.begin() as conn:
             conn.execute(Step.__table__.insert(), rows)
-            conn.execute(Run.__table__.update().values(last_step=minutes - 1, last_step_at=at(now - 59)))
-        config = Config.model_validate({"evaluation": {"default_slos": False}, "slos": [
-            {"name": "nan-free", "sli": {"kind": "nonfinite_free_steps"}, "objective": 99.9}]})  # fmt: skip
+            conn.execute(
+                Run.__table__.update().values(last_step=minutes - 1, last_step_at=at(now - 59))
+            )
+        nan_free = {"name": "nan-free", "sli": {"kind": "nonfinite_free_steps"}, "objective": 99.9}
+        config = Config.model_validate({"evaluation": {"default_slos": False}, "slos": [nan_free]})
         evaluator = Evaluator(engine, config)
         cold_start = time.perf_counter()
         evaluator.tick(now)
@@ -80,7 +85,9 @@ def main() -> None:
                     "nonfinite_loss": 0} for pk in pks]  # fmt: skip
             with engine.begin() as conn:
                 conn.execute(Step.__table__.insert(), new)
-                conn.execute(Run.__table__.update().values(last_step=minutes + k, last_step_at=at(t - 30)))
+                conn.execute(
+                    Run.__table__.update().values(last_step=minutes + k, last_step_at=at(t - 30))
+                )
             start = time.perf_counter()
             if args.profile and k == args.ticks:
                 import cProfile

@@ -44,11 +44,11 @@ def test_incremental_history_equals_a_full_recount_after_every_tick() -> None:
         end = int(now // bucket)
         history.advance(end)
         # new events, some arriving late (within the lookback the next replace re-reads)
-        for _ in range(int(rng.integers(0, 8))):
-            events.append(
-                {"key": f"job-{rng.integers(0, 4)}", "time": now - float(rng.integers(0, 240)),
-                 "good": float(rng.integers(0, 5)), "total": 5.0}
-            )  # fmt: skip
+        events += [
+            {"key": f"job-{rng.integers(0, 4)}", "time": now - float(rng.integers(0, 240)),
+             "good": float(rng.integers(0, 5)), "total": 5.0}
+            for _ in range(int(rng.integers(0, 8)))
+        ]  # fmt: skip
         frame = pd.DataFrame(events)
         from_bucket = end - 5
         recent = frame[frame["time"] // bucket >= from_bucket]

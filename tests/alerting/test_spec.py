@@ -117,7 +117,8 @@ spec:
          "slos.0.sli.kind", "retrain_success"),
         ("slos:\n  - name: a\n    sli: {kind: step_latency}\n    objective: 99\n",
          "slos.0.sli", "threshold_seconds is required"),
-        ("slos:\n  - name: a\n    sli: {kind: retrain_success}\n    objective: 99\n    period: soon\n",
+        ("slos:\n  - name: a\n    sli: {kind: retrain_success}\n    objective: 99\n"
+         "    period: soon\n",
          "slos.0.period", "30s, 5m, 1h, 30d"),
         ("health:\n  stalled:\n    after: 10 minutes\n", "health.stalled.after", "5m"),
         ("health:\n  divergence:\n    factr: 3\n", "health.divergence.factr", "unknown key"),

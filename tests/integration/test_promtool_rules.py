@@ -78,15 +78,17 @@ def test_python_evaluator_and_promtool_agree_on_the_same_series(
     rows, total, bad = [], [0.0], [0.0]
     for minute in range(1, minutes + 1):
         nan_now = bad_per_minute if minute > start_bad else 0
-        for i in range(100):
-            # the minute's steps land in (minute-1, minute]: the same minute Prometheus sees
-            rows.append({"step": minute * 100 + i, "time": minute * 60.0 - 0.5 - i * 0.5,
-                         "nonfinite_loss": 1 if i < nan_now else 0, "step_seconds": 0.1})  # fmt: skip
+        # the minute's steps land in (minute-1, minute]: the same minute Prometheus sees
+        rows += [
+            {"step": minute * 100 + i, "time": minute * 60.0 - 0.5 - i * 0.5,
+             "nonfinite_loss": 1 if i < nan_now else 0, "step_seconds": 0.1}
+            for i in range(100)
+        ]  # fmt: skip
         total.append(total[-1] + 100)
         bad.append(bad[-1] + int(nan_now))
     add_steps(engine, pk, rows)
-    config = Config.model_validate({"evaluation": {"default_slos": False}, "slos": [
-        {"name": "nan-free", "sli": {"kind": "nonfinite_free_steps"}, "objective": 99.9}]})  # fmt: skip
+    nan_free = {"name": "nan-free", "sli": {"kind": "nonfinite_free_steps"}, "objective": 99.9}
+    config = Config.model_validate({"evaluation": {"default_slos": False}, "slos": [nan_free]})
     signals = evaluate(engine, config, minutes * 60.0)
     python_firing = sorted(
         s.severity for s in signals if s.alertname == "SloErrorBudgetBurn" and s.active
