@@ -2,14 +2,41 @@
 
 The whole public API fits on one screen: `watch()` attaches a `Monitor` to an optimizer, and the
 monitor produces `StepRecord`s (with per-layer `LayerStats` and RMS `Histogram`s).
+
+Names are imported on first use, so the server, the store and the CLI never pay for importing
+torch; `import rmswatch; rmswatch.watch(...)` works as usual.
 """
 
 from __future__ import annotations
 
-from rmswatch._watch import watch
-from rmswatch.trainer_hooks.monitor import Monitor
-from rmswatch.trainer_hooks.records import Histogram, LayerStats, StepRecord
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rmswatch._watch import watch
+    from rmswatch.trainer_hooks.monitor import Monitor
+    from rmswatch.trainer_hooks.records import Histogram, LayerStats, StepRecord
 
 __version__ = "0.1.0"
 
 __all__ = ["Histogram", "LayerStats", "Monitor", "StepRecord", "__version__", "watch"]
+
+_LAZY = {
+    "watch": "rmswatch._watch",
+    "Monitor": "rmswatch.trainer_hooks.monitor",
+    "Histogram": "rmswatch.trainer_hooks.records",
+    "LayerStats": "rmswatch.trainer_hooks.records",
+    "StepRecord": "rmswatch.trainer_hooks.records",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rmswatch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 
 class _Strict(BaseModel):
@@ -106,7 +113,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 # Imported here, after the shared base types, because the alerting specs build on them.
-from rmswatch.alerting.routing_config import ReceiverConfig, RouteConfig  # noqa: E402
+from rmswatch.alerting.routing_config import (  # noqa: E402
+    DEFAULT_INHIBIT_RULES,
+    InhibitRuleConfig,
+    OutboxConfig,
+    ReceiverConfig,
+    RouteConfig,
+    routing_problems,
+)
 from rmswatch.alerting.spec import HealthConfig, SloSpec, check_url, load_slo_file  # noqa: E402
 
 
@@ -129,8 +143,17 @@ class Config(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     receivers: tuple[ReceiverConfig, ...] = ()
     route: RouteConfig | None = None
+    inhibit_rules: tuple[InhibitRuleConfig, ...] = DEFAULT_INHIBIT_RULES
+    outbox: OutboxConfig = OutboxConfig()
     slos: tuple[SloSpec, ...] = ()
     health: HealthConfig = HealthConfig()
+
+    @model_validator(mode="after")
+    def _routes_name_known_receivers(self) -> Config:
+        problems = routing_problems(self.receivers, self.route)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -1,8 +1,13 @@
-"""Optimizer hooks and device-side statistics; produces records, performs no I/O."""
+"""Optimizer hooks and device-side statistics; produces records, performs no I/O.
+
+`Monitor` is imported on first use: the records and the sink protocol need no torch, so the
+server and the store can read them without importing it.
+"""
 
 from __future__ import annotations
 
-from rmswatch.trainer_hooks.monitor import Monitor
+from typing import TYPE_CHECKING, Any
+
 from rmswatch.trainer_hooks.records import (
     CheckpointRecord,
     Histogram,
@@ -15,6 +20,9 @@ from rmswatch.trainer_hooks.records import (
     ValidationRecord,
 )
 from rmswatch.trainer_hooks.sinks import Sink
+
+if TYPE_CHECKING:
+    from rmswatch.trainer_hooks.monitor import Monitor
 
 __all__ = [
     "CheckpointRecord",
@@ -29,3 +37,11 @@ __all__ = [
     "SystemSample",
     "ValidationRecord",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Monitor":
+        from rmswatch.trainer_hooks.monitor import Monitor
+
+        return Monitor
+    raise AttributeError(f"module 'rmswatch.trainer_hooks' has no attribute {name!r}")

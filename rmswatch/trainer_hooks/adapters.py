@@ -1,0 +1,105 @@
+"""Per-optimizer adapters: where the second-moment state lives and how the update is derived.
+
+An adapter tells the statistics code three things about one optimizer family: the state key
+whose square root is the RMS (`square_avg` for RMSprop), torch's own denominator for a
+parameter, and the update the step just applied, derived from post-step state so that no copy
+of the parameters is ever kept. Adam/AdamW/Adagrad slot in by adding an adapter to `ADAPTERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+def _lr_of(group: Mapping[str, Any]) -> float | torch.Tensor:
+    lr = group["lr"]
+    return lr if isinstance(lr, torch.Tensor) else float(lr)
+
+
+@dataclass(frozen=True)
+class RMSpropAdapter:
+    """torch.optim.RMSprop in every variant (momentum, centered, weight_decay, maximize)."""
+
+    name: str = "RMSprop"
+    rms_state: str = "square_avg"
+    state_keys: tuple[str, ...] = ("square_avg", "momentum_buffer", "grad_avg")
+    hyperparameters: tuple[str, ...] = (
+        "lr",
+        "alpha",
+        "eps",
+        "weight_decay",
+        "momentum",
+        "centered",
+        "maximize",
+        "foreach",
+        "capturable",
+        "differentiable",
+    )
+
+    def variance(self, state: Mapping[str, Any], group: Mapping[str, Any]) -> torch.Tensor:
+        """v in torch's denominator: square_avg, or square_avg - grad_avg**2 when centered.
+
+        Computed with the same op sequence as torch so that, in the parameter's dtype, the
+        denominator is bit-identical to the one the step used.
+        """
+        square_avg: torch.Tensor = state["square_avg"]
+        if group.get("centered", False):
+            grad_avg: torch.Tensor = state["grad_avg"]
+            return square_avg.addcmul(grad_avg, grad_avg, value=-1)
+        return square_avg
+
+    def denominator(self, state: Mapping[str, Any], group: Mapping[str, Any]) -> torch.Tensor:
+        """sqrt(v) + eps, a fresh tensor (never a view of optimizer state)."""
+        v = self.variance(state, group)
+        d = v.sqrt_() if v is not state["square_avg"] else v.sqrt()
+        return d.add_(group["eps"])
+
+    def update(
+        self,
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: Mapping[str, Any],
+        group: Mapping[str, Any],
+        denominator: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The change this step made to `param`, from post-step state only.
+
+        momentum > 0:  u = -lr * momentum_buffer
+        otherwise:     u = -lr * g / d,                       g = -grad if maximize else grad
+        weight decay:  u = -lr * (g + wd * p_after) / (d - lr * wd)
+        The weight-decay form solves u = -lr * (g + wd * p_before) / d with p_before = p_after - u.
+        """
+        lr = _lr_of(group)
+        if group.get("momentum", 0) > 0:
+            buf: torch.Tensor = state["momentum_buffer"]
+            return buf * (-lr)
+        d = self.denominator(state, group) if denominator is None else denominator
+        g = -grad if group.get("maximize", False) else grad
+        wd = group.get("weight_decay", 0)
+        u: torch.Tensor
+        if wd != 0:
+            u = (g + param * wd).mul_(-lr).div_(d - lr * wd)
+        else:
+            u = (g * (-lr)).div_(d)
+        return u
+
+
+Adapter = RMSpropAdapter
+
+ADAPTERS: dict[type[torch.optim.Optimizer], Adapter] = {torch.optim.RMSprop: RMSpropAdapter()}
+
+
+def adapter_for(optimizer: object) -> Adapter:
+    """The adapter for `optimizer`, or TypeError naming its class and what is supported."""
+    for cls in type(optimizer).__mro__:
+        if cls in ADAPTERS:
+            return ADAPTERS[cls]
+    supported = ", ".join(sorted(f"torch.optim.{c.__name__}" for c in ADAPTERS))
+    raise TypeError(
+        f"rmswatch cannot read {type(optimizer).__module__}.{type(optimizer).__qualname__}: "
+        f"it needs an optimizer with RMS (square_avg) state; supported: {supported}"
+    )

@@ -1,0 +1,395 @@
+"""Fast per-step statistics: computed on the parameters' device, packed into one float64 buffer.
+
+`StatsEngine.compute()` runs in the optimizer's post-step hook and returns a `Packed` (a flat
+tensor plus the host-side layout needed to read it); `decode()` turns the host copy of that
+tensor into `LayerStats`. The path (CPU: synchronous, count non-finite values only where a norm
+is non-finite; CUDA: no host reads at all) is chosen once, at construction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rmswatch.trainer_hooks.adapters import Adapter
+from rmswatch.trainer_hooks.records import RMS_EDGES, Histogram, LayerStats
+
+QUANTILES = (0.5, 0.95)
+_NAN = float("nan")
+
+
+@dataclass
+class Slot:
+    """One parameter tensor as the statistics see it."""
+
+    name: str
+    param: torch.Tensor
+    group: int
+    numel: int
+    # Fixed sample positions (sorted, drawn once); None when the whole tensor is small enough.
+    sample: torch.Tensor | None = None
+
+
+@dataclass
+class Packer:
+    """Collects 0-d tensors and vectors (or host floats) and remembers where each one lands."""
+
+    scalars: list[torch.Tensor] = field(default_factory=list)
+    vectors: list[torch.Tensor] = field(default_factory=list)
+    vector_sizes: list[int] = field(default_factory=list)
+    consts: list[float] = field(default_factory=list)
+
+    def scalar(self, value: torch.Tensor | float) -> tuple[str, int]:
+        if isinstance(value, torch.Tensor):
+            self.scalars.append(value.reshape(()))
+            return ("s", len(self.scalars) - 1)
+        self.consts.append(float(value))
+        return ("c", len(self.consts) - 1)
+
+    def vector(self, value: torch.Tensor) -> tuple[str, int]:
+        self.vectors.append(value.reshape(-1))
+        self.vector_sizes.append(int(value.numel()))
+        return ("v", len(self.vectors) - 1)
+
+    def pack(self, device: torch.device) -> torch.Tensor:
+        parts: list[torch.Tensor] = []
+        if self.scalars:
+            parts.append(torch.stack([s.to(torch.float64) for s in self.scalars]))
+        parts.extend(v.to(torch.float64) for v in self.vectors)
+        if not parts:
+            return torch.zeros(0, dtype=torch.float64, device=device)
+        return torch.cat(parts)
+
+
+@dataclass
+class LayerLayout:
+    name: str
+    group: int
+    numel: int
+    has_grad: bool
+    sparse_grad: bool
+    exact: bool
+    fields: dict[str, tuple[str, int]]
+
+
+@dataclass
+class Packed:
+    """A step's statistics on the device, and how to read them back."""
+
+    buffer: torch.Tensor
+    packer: Packer
+    layers: list[LayerLayout]
+    lrs: list[tuple[str, int]]
+    global_fields: dict[str, tuple[str, int]]
+
+    def reader(self, values: Sequence[float]) -> _Reader:
+        return _Reader(self.packer, values)
+
+
+class _Reader:
+    def __init__(self, packer: Packer, values: Sequence[float]) -> None:
+        self._consts = packer.consts
+        self._values = values
+        self._n_scalars = len(packer.scalars)
+        self._vector_offsets: list[int] = []
+        offset = self._n_scalars
+        for size in packer.vector_sizes:
+            self._vector_offsets.append(offset)
+            offset += size
+        self._vector_sizes = packer.vector_sizes
+
+    def get(self, ref: tuple[str, int]) -> float:
+        kind, index = ref
+        if kind == "c":
+            return self._consts[index]
+        if kind == "s":
+            return float(self._values[index])
+        raise ValueError(f"{ref} is a vector")
+
+    def vec(self, ref: tuple[str, int]) -> list[float]:
+        _, index = ref
+        start = self._vector_offsets[index]
+        return [float(x) for x in self._values[start : start + self._vector_sizes[index]]]
+
+
+def lower_quantile_index(n: int, q: float) -> int:
+    """0-based sorted position of the q-quantile with 'lower' interpolation."""
+    return int(math.floor(q * (n - 1)))
+
+
+def _nonfinite_count(x: torch.Tensor) -> torch.Tensor:
+    return torch.isfinite(x).logical_not_().sum()
+
+
+class StatsEngine:
+    """Computes one step's statistics for every slot; see docs/hooks.md for each formula."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        optimizer: torch.optim.Optimizer,
+        slots: Sequence[Slot],
+        *,
+        device: torch.device,
+        sample_size: int = 4096,
+        sample_seed: int = 0,
+        edges: Sequence[float] = RMS_EDGES,
+    ) -> None:
+        self.adapter = adapter
+        self.optimizer = optimizer
+        self.slots = list(slots)
+        self.device = device
+        # On the CPU reading a norm back is free, so exact non-finite counts run only where a
+        # norm is non-finite; on an accelerator that read would stall the stream, so count always.
+        self.host_reads = device.type == "cpu"
+        self.sample_size = sample_size
+        self.edges_list = tuple(float(e) for e in edges)
+        self.n_buckets = len(self.edges_list) - 1
+        self._edges: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        generator = torch.Generator().manual_seed(sample_seed)
+        for slot in self.slots:
+            if slot.numel > sample_size:
+                idx = torch.randperm(slot.numel, generator=generator)[:sample_size]
+                slot.sample = idx.sort().values.to(slot.param.device)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _edges_for(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.device, x.dtype)
+        if key not in self._edges:
+            self._edges[key] = torch.tensor(self.edges_list, dtype=x.dtype, device=x.device)
+        return self._edges[key]
+
+    def _bucket_counts(self, rms: torch.Tensor) -> torch.Tensor:
+        """Counts over edges, then zeros, then non-finite (n_buckets + 2 entries, float64)."""
+        nb = self.n_buckets
+        idx = torch.bucketize(rms, self._edges_for(rms), right=True).sub_(1).clamp_(0, nb - 1)
+        idx = torch.where(rms == 0, nb, idx)
+        idx = torch.where(torch.isfinite(rms) & (rms >= 0), idx, nb + 1)
+        if self.host_reads:
+            return torch.bincount(idx, minlength=nb + 2).to(torch.float64)
+        # bincount sizes its output from the data (a host sync on CUDA); index_add_ does not.
+        counts = torch.zeros(nb + 2, dtype=torch.float64, device=rms.device)
+        return counts.index_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
+
+    @staticmethod
+    def _scale_counts(counts: torch.Tensor, sampled: int, numel: int) -> torch.Tensor:
+        """Scale sample counts to `numel` with largest-remainder rounding (sums to numel)."""
+        scaled = counts * (numel / sampled)
+        floor = scaled.floor()
+        remainder = (numel - floor.sum()).round()
+        frac = scaled - floor
+        order = torch.argsort(frac, descending=True, stable=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=order.device)
+        return floor + (rank < remainder).to(floor.dtype)
+
+    def _distribution(
+        self, pk: Packer, fields: dict[str, tuple[str, int]], rms: torch.Tensor, eff: torch.Tensor
+    ) -> None:
+        """eff-LR mean/min/quantiles/max and RMS histogram of the given values (flat, float)."""
+        n = eff.numel()
+        fields["eff_lr_mean"] = pk.scalar(eff.mean(dtype=torch.float64))
+        fields["eff_lr_min"] = pk.scalar(eff.min())
+        fields["eff_lr_max"] = pk.scalar(eff.max())
+        for q in QUANTILES:
+            k = lower_quantile_index(n, q)
+            fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(torch.kthvalue(eff, k + 1).values)
+        fields["hist"] = pk.vector(self._bucket_counts(rms))
+
+    # -- the step ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def compute(self, *, exact: bool) -> Packed:
+        """Statistics of the step that just ran (call from the post-step hook)."""
+        opt = self.optimizer
+        pk = Packer()
+        layers: list[LayerLayout] = []
+        global_eff: list[torch.Tensor] = []
+        global_w: list[torch.Tensor] = []
+        groups = opt.param_groups
+        for slot in self.slots:
+            group = groups[slot.group]
+            p = slot.param
+            grad = p.grad
+            has_grad = grad is not None
+            sparse = bool(grad is not None and grad.is_sparse)
+            fields: dict[str, tuple[str, int]] = {}
+            layout = LayerLayout(slot.name, slot.group, slot.numel, has_grad, sparse, True, fields)
+            layers.append(layout)
+            work = torch.float64 if p.dtype == torch.float64 else torch.float32
+
+            # Gradient: norm always; exact non-finite count where the norm says so.
+            if grad is None:
+                fields["grad_sq"] = pk.scalar(0.0)
+                fields["nf_grad"] = pk.scalar(0.0)
+            else:
+                g_values = grad.coalesce().values() if sparse else grad
+                gn = torch.linalg.vector_norm(g_values, dtype=work)
+                fields["grad_sq"] = pk.scalar(gn.square())
+                fields["nf_grad"] = self._count_if(pk, gn, g_values)
+            pn = torch.linalg.vector_norm(p, dtype=work)
+            fields["param_sq"] = pk.scalar(pn.square())
+            fields["nf_param"] = self._count_if(pk, pn, p)
+
+            state: Mapping[str, Any] = opt.state.get(p, {})
+            rms_state = state.get(self.adapter.rms_state)
+            has_state = isinstance(rms_state, torch.Tensor)
+            nf_state: list[tuple[str, int]] = []
+            state_norms: dict[str, torch.Tensor] = {}
+            for key in self.adapter.state_keys:
+                t = state.get(key)
+                if isinstance(t, torch.Tensor) and t.numel() == slot.numel:
+                    sn = torch.linalg.vector_norm(t, dtype=work)
+                    state_norms[key] = sn
+                    nf_state.append(self._count_if(pk, sn, t))
+            fields["nf_state"] = self._sum_refs(pk, nf_state)
+
+            # Update: derived from post-step state (docs/hooks.md), never from a parameter copy.
+            denominator: torch.Tensor | None = None
+            if grad is None or sparse or not has_state:
+                fields["update_sq"] = pk.scalar(0.0)
+            elif group.get("momentum", 0) > 0 and "momentum_buffer" in state_norms:
+                lr = group["lr"]
+                fields["update_sq"] = pk.scalar(state_norms["momentum_buffer"].square() * lr * lr)
+            else:
+                # torch's denominator in the parameter's own dtype (bit-identical to the step's),
+                # the rest of the update in float32 or better.
+                denominator = self.adapter.denominator(state, group).to(work)
+                u = self.adapter.update(p.to(work), grad.to(work), state, group, denominator)
+                fields["update_sq"] = pk.scalar(torch.linalg.vector_norm(u).square())
+                del u
+
+            if not has_state or slot.numel == 0:
+                continue
+            assert isinstance(rms_state, torch.Tensor)
+            layout.exact = exact or slot.sample is None
+            lr_t = group["lr"]
+            if layout.exact:
+                if denominator is None:
+                    denominator = self.adapter.denominator(state, group).to(work)
+                eff = denominator.reshape(-1).reciprocal().mul_(lr_t)
+                rms = rms_state.reshape(-1).to(work).sqrt()
+                self._distribution(pk, fields, rms, eff)
+                if slot.sample is not None:
+                    global_eff.append(eff.index_select(0, slot.sample))
+                    global_w.append(
+                        torch.full_like(global_eff[-1], slot.numel / slot.sample.numel())
+                    )
+                else:
+                    global_eff.append(eff)
+                    global_w.append(torch.ones_like(eff))
+            else:
+                assert slot.sample is not None
+                sampled = {
+                    k: v.reshape(-1).index_select(0, slot.sample)
+                    for k, v in state.items()
+                    if isinstance(v, torch.Tensor) and v.dim() > 0 and v.numel() == slot.numel
+                }
+                d_s = self.adapter.denominator(sampled, group).to(work)
+                eff_s = d_s.reciprocal().mul_(lr_t)
+                rms_s = sampled[self.adapter.rms_state].to(work).sqrt()
+                n_s = slot.sample.numel()
+                fields["eff_lr_mean"] = pk.scalar(eff_s.mean(dtype=torch.float64))
+                fields["eff_lr_min"] = pk.scalar(eff_s.min())
+                fields["eff_lr_max"] = pk.scalar(eff_s.max())
+                sorted_eff = eff_s.sort().values
+                for q in QUANTILES:
+                    k = lower_quantile_index(n_s, q)
+                    fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(sorted_eff[k])
+                counts = self._bucket_counts(rms_s)
+                fields["hist"] = pk.vector(self._scale_counts(counts, n_s, slot.numel))
+                global_eff.append(eff_s)
+                global_w.append(torch.full_like(eff_s, slot.numel / n_s))
+
+        global_fields: dict[str, tuple[str, int]] = {}
+        if global_eff:
+            vals = torch.cat([e.to(torch.float64) for e in global_eff])
+            weights = torch.cat([w.to(torch.float64) for w in global_w])
+            order = torch.argsort(vals)
+            cum = weights[order].cumsum(0)
+            total = cum[-1]
+            for q in QUANTILES:
+                # Weighted 'lower' quantile: first value whose cumulative weight reaches q*total.
+                pos = torch.searchsorted(cum, total * q).clamp_(max=vals.numel() - 1)
+                global_fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(vals[order][pos])
+        lrs = [pk.scalar(g["lr"]) for g in groups]
+        return Packed(pk.pack(self.device), pk, layers, lrs, global_fields)
+
+    def _count_if(self, pk: Packer, norm: torch.Tensor, x: torch.Tensor) -> tuple[str, int]:
+        if self.host_reads:
+            if math.isfinite(float(norm)):
+                return pk.scalar(0.0)
+            return pk.scalar(float(_nonfinite_count(x)))
+        return pk.scalar(_nonfinite_count(x))
+
+    @staticmethod
+    def _sum_refs(pk: Packer, refs: list[tuple[str, int]]) -> tuple[str, int]:
+        if all(kind == "c" for kind, _ in refs):
+            return pk.scalar(sum(pk.consts[i] for _, i in refs))
+        total: torch.Tensor | float = 0.0
+        for kind, i in refs:
+            total = total + (pk.consts[i] if kind == "c" else pk.scalars[i])
+        return pk.scalar(total)
+
+
+def decode(
+    packed: Packed, values: Sequence[float], edges: tuple[float, ...]
+) -> tuple[dict[str, LayerStats], dict[str, float], list[float]]:
+    """Host-side: per-layer `LayerStats`, global quantiles and per-group lrs."""
+    r = packed.reader(values)
+    layers: dict[str, LayerStats] = {}
+    for lay in packed.layers:
+        f = lay.fields
+        param_norm = _sqrt(r.get(f["param_sq"]))
+        update_norm = _sqrt(r.get(f["update_sq"]))
+        hist: Histogram | None = None
+        if "hist" in f:
+            buckets = [int(round(x)) for x in r.vec(f["hist"])]
+            hist = Histogram(
+                edges=edges,
+                counts=tuple(buckets[:-2]),
+                zeros=buckets[-2],
+                nonfinite=buckets[-1],
+                exact=lay.exact,
+            )
+
+        def opt(key: str, fields: dict[str, tuple[str, int]] = f) -> float | None:
+            return r.get(fields[key]) if key in fields else None
+
+        layers[lay.name] = LayerStats(
+            grad_norm=_sqrt(r.get(f["grad_sq"])),
+            param_norm=param_norm,
+            update_norm=update_norm,
+            update_ratio=ratio(update_norm, param_norm),
+            nonfinite_grad=int(r.get(f["nf_grad"])),
+            nonfinite_param=int(r.get(f["nf_param"])),
+            nonfinite_state=int(r.get(f["nf_state"])),
+            eff_lr_mean=opt("eff_lr_mean"),
+            eff_lr_min=opt("eff_lr_min"),
+            eff_lr_p50=opt("eff_lr_p50"),
+            eff_lr_p95=opt("eff_lr_p95"),
+            eff_lr_max=opt("eff_lr_max"),
+            rms_hist=hist,
+            group=lay.group,
+            numel=lay.numel,
+            has_grad=lay.has_grad,
+            sparse_grad=lay.sparse_grad,
+        )
+    global_q = {k: r.get(ref) for k, ref in packed.global_fields.items()}
+    lrs = [r.get(ref) for ref in packed.lrs]
+    return layers, global_q, lrs
+
+
+def _sqrt(x: float) -> float:
+    return math.sqrt(x) if x >= 0 else _NAN
+
+
+def ratio(update_norm: float, param_norm: float) -> float:
+    if param_norm > 0:
+        return update_norm / param_norm
+    return 0.0 if update_norm == 0 else math.inf

@@ -1,0 +1,42 @@
+"""The public API is one screen: `__all__` is sorted, complete, and every name resolves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import rmswatch
+from tests.helpers import subprocess_env
+
+
+def test_all_is_sorted_and_every_name_resolves() -> None:
+    assert rmswatch.__all__ == sorted(rmswatch.__all__)
+    for name in rmswatch.__all__:
+        assert getattr(rmswatch, name) is not None
+
+
+def test_the_public_names_are_the_architecture_contract() -> None:
+    assert set(rmswatch.__all__) == {
+        "Histogram",
+        "LayerStats",
+        "Monitor",
+        "StepRecord",
+        "__version__",
+        "watch",
+    }
+    assert rmswatch.watch.__module__ == "rmswatch._watch"
+
+
+def test_the_store_and_collectors_import_without_torch() -> None:
+    code = (
+        "import sys, rmswatch.store.queries, rmswatch.collectors.ingest, rmswatch.config;"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == "False"

@@ -1,0 +1,286 @@
+"""Statistics: bit-identical training, agreement with the float64 reference, NaN/Inf counts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from rmswatch.trainer_hooks import Monitor, reference
+from rmswatch.trainer_hooks.records import LayerStats
+from tests.trainer_hooks.support import batches, tiny_model, train
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "foreach": {"foreach": True},
+    "for-loop": {"foreach": False},
+    "momentum": {"momentum": 0.9},
+    "centered": {"centered": True},
+    "weight_decay": {"weight_decay": 0.1},
+    "maximize": {"maximize": True},
+    "tensor-lr": {"lr": torch.tensor(0.01)},
+    "everything": {"momentum": 0.5, "centered": True, "weight_decay": 0.05, "maximize": True},
+    "everything-for-loop": {
+        "momentum": 0.5,
+        "centered": True,
+        "weight_decay": 0.05,
+        "maximize": True,
+        "foreach": False,
+    },
+    "wd-centered-for-loop": {"centered": True, "weight_decay": 0.1, "foreach": False},
+}
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The raw bits, so that NaN payloads compare too (fp16 centered runs can reach NaN)."""
+    ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+    return t.detach().view(ints[t.element_size()])
+
+
+def _opt(model: torch.nn.Module, variant: str, **extra: Any) -> torch.optim.RMSprop:
+    kw = dict(VARIANTS[variant]) | extra
+    if isinstance(kw.get("lr"), torch.Tensor):
+        kw["lr"] = kw["lr"].clone()
+    kw.setdefault("lr", 1e-2)
+    params = list(model.parameters())
+    # Two groups plus an empty one: per-group lrs and empty groups are always exercised.
+    return torch.optim.RMSprop(
+        [{"params": params[:3]}, {"params": [], "lr": 0.5}, {"params": params[3:]}], **kw
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_parameters_are_bit_identical_with_and_without_the_monitor(
+    variant: str, dtype: torch.dtype
+) -> None:
+    data = batches(4, dtype)
+    bare = tiny_model(dtype)
+    watched = tiny_model(dtype)
+    opt_bare, opt_watched = _opt(bare, variant), _opt(watched, variant)
+    train(bare, opt_bare, data)
+    mon = Monitor(opt_watched, model=watched, exact_every=2, sample_size=16)
+    train(watched, opt_watched, data, after_step=lambda i, loss: mon.record_loss(loss))
+    mon.close()
+    assert len(mon.records) == 4
+    for (name, a), b in zip(bare.named_parameters(), watched.parameters(), strict=True):
+        assert torch.equal(_bits(a), _bits(b)), name
+    for a, b in zip(opt_bare.state.values(), opt_watched.state.values(), strict=True):
+        for key in a:
+            assert torch.equal(_bits(a[key]), _bits(b[key])), key
+
+
+def _close(a: float | None, b: float | None, rel: float, abs_: float = 1e-12) -> bool:
+    if a is None or b is None:
+        return a is b
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+
+
+def _assert_agrees(fast: LayerStats, ref: LayerStats, rel: float, name: str) -> None:
+    for field in (
+        "grad_norm",
+        "param_norm",
+        "update_norm",
+        "update_ratio",
+        "eff_lr_mean",
+        "eff_lr_min",
+        "eff_lr_p50",
+        "eff_lr_p95",
+        "eff_lr_max",
+    ):
+        got, want = getattr(fast, field), getattr(ref, field)
+        assert _close(got, want, rel), f"{name}.{field}: fast {got} reference {want}"
+    for field in ("nonfinite_grad", "nonfinite_param", "nonfinite_state", "numel", "has_grad"):
+        assert getattr(fast, field) == getattr(ref, field), f"{name}.{field}"
+    assert (fast.rms_hist is None) == (ref.rms_hist is None)
+    if fast.rms_hist is not None and ref.rms_hist is not None:
+        assert fast.rms_hist.exact
+        assert fast.rms_hist == ref.rms_hist, name
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "plain",
+        "momentum",
+        "centered",
+        "weight_decay",
+        "everything",
+        "everything-for-loop",
+        "tensor-lr",
+    ],
+)
+def test_exact_statistics_agree_with_the_float64_reference(
+    variant: str, dtype: torch.dtype
+) -> None:
+    model = tiny_model(dtype)
+    # eps=1e-8 underflows to 0 in float16, so torch's own step divides by zero there; the fast
+    # path works in float32 and would (rightly) differ. A representable eps keeps it meaningful.
+    low_precision = dtype != torch.float32
+    opt = _opt(model, variant, eps=2e-3) if low_precision else _opt(model, variant)
+    mon = Monitor(opt, model=model, exact_every=1)
+    refs: list[dict[str, LayerStats]] = []
+    frozen = model[0].bias  # a parameter without a gradient from step 2 on
+
+    def after_backward(i: int) -> None:
+        if i >= 1:
+            frozen.grad = None
+
+    def after_step(i: int, loss: torch.Tensor) -> None:
+        by_param = {p: g for g in opt.param_groups for p in g["params"]}
+        refs.append(
+            {
+                name: reference.layer_stats(p, opt.state.get(p, {}), by_param[p], grad=p.grad)
+                for name, p in model.named_parameters()
+            }
+        )
+
+    train(model, opt, batches(3, dtype), after_backward=after_backward, after_step=after_step)
+    mon.close()
+    # Low-precision parameters: the fast path works in float32, the reference in float64.
+    rel = 1e-5 if dtype == torch.float32 else 2e-3
+    for record, ref in zip(mon.records, refs, strict=True):
+        for name, stats in record.layers.items():
+            _assert_agrees(stats, ref[name], rel, f"step{record.step}.{name}")
+        assert record.grad_norm == pytest.approx(
+            math.sqrt(sum(r.grad_norm**2 for r in ref.values())), rel=rel
+        )
+    assert mon.records[-1].layers["0.bias"].has_grad is False
+    assert mon.records[-1].layers["0.bias"].update_norm == 0.0
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "plain",
+        "momentum",
+        "centered",
+        "weight_decay",
+        "maximize",
+        "everything",
+        "everything-for-loop",
+    ],
+)
+def test_derived_update_norm_equals_the_change_the_step_made(variant: str) -> None:
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = tiny_model(torch.float64)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    opt = _opt(model, variant)
+    mon = Monitor(opt, model=model)
+    before: list[dict[str, torch.Tensor]] = []
+    actual: list[dict[str, float]] = []
+
+    def snapshot(i: int) -> None:  # the test may copy parameters; the monitor never does
+        before.append({n: p.detach().clone() for n, p in model.named_parameters()})
+
+    def measure(i: int, loss: torch.Tensor) -> None:
+        actual.append(
+            {n: float((p.detach() - before[i][n]).norm()) for n, p in model.named_parameters()}
+        )
+
+    train(model, opt, batches(4, torch.float64), after_backward=snapshot, after_step=measure)
+    mon.close()
+    for record, real in zip(mon.records, actual, strict=True):
+        for name, stats in record.layers.items():
+            assert stats.update_norm == pytest.approx(real[name], rel=1e-9, abs=1e-15), name
+
+
+def test_sampled_steps_estimate_from_the_fixed_sample_and_keep_totals() -> None:
+    model = tiny_model()
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-2, centered=True)
+    mon = Monitor(opt, model=model, exact_every=3, sample_size=20)
+    samples = {slot.name: slot.sample for slot in mon._engine.slots}
+    states: list[dict[str, dict[str, torch.Tensor]]] = []
+    train(
+        model,
+        opt,
+        batches(3),
+        after_step=lambda i, loss: states.append(
+            {
+                n: {k: v.clone() for k, v in opt.state[p].items()}
+                for n, p in model.named_parameters()
+            }
+        ),
+    )
+    mon.close()
+    exact, sampled, _ = mon.records
+    big = "2.weight"  # 144 elements > sample_size
+    assert samples[big] is not None and samples["0.bias"] is None
+    assert exact.layers[big].rms_hist.exact and not sampled.layers[big].rms_hist.exact
+    assert sampled.layers["0.bias"].rms_hist.exact  # small tensors are always exact
+    hist = sampled.layers[big].rms_hist
+    assert hist.total == 144
+    idx = samples[big]
+    state = states[1][big]
+    sub = {k: v.reshape(-1)[idx] for k, v in state.items() if v.dim() > 0}
+    eff = [0.01 / d for d in reference.denominators(sub, {"eps": 1e-8, "centered": True})]
+    stats = sampled.layers[big]
+    assert stats.eff_lr_p50 == pytest.approx(reference.lower_quantile(eff, 0.5), rel=1e-5)
+    assert stats.eff_lr_p95 == pytest.approx(reference.lower_quantile(eff, 0.95), rel=1e-5)
+    assert stats.eff_lr_max == pytest.approx(max(eff), rel=1e-5)
+    ref_hist = reference.histogram(sub["square_avg"].sqrt().tolist())
+    nonzero = [i for i, c in enumerate(ref_hist.counts) if c]
+    assert [i for i, c in enumerate(hist.counts) if c] == nonzero
+
+
+def test_nan_and_inf_in_one_layers_gradient_are_counted_in_that_layer_only() -> None:
+    model = tiny_model()
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-2)
+    mon = Monitor(opt, model=model)
+    target = model[2].weight
+
+    def poison(i: int) -> None:
+        if i == 1:
+            assert target.grad is not None
+            target.grad[0, 0] = float("nan")
+            target.grad[3, 4] = float("inf")
+            target.grad[5, 5] = float("-inf")
+
+    train(model, opt, batches(2), after_backward=poison)
+    mon.close()
+    clean, poisoned = mon.records
+    assert clean.nonfinite == {"grad": 0, "param": 0, "state": 0, "loss": 0}
+    assert poisoned.layers["2.weight"].nonfinite_grad == 3
+    assert poisoned.nonfinite["grad"] == 3
+    for name, stats in poisoned.layers.items():
+        if name != "2.weight":
+            assert (stats.nonfinite_grad, stats.nonfinite_param, stats.nonfinite_state) == (0, 0, 0)
+    # The step then spreads them into that layer's state and parameters: counted there too.
+    poisoned_layer = poisoned.layers["2.weight"]
+    assert poisoned_layer.nonfinite_state > 0 and poisoned_layer.nonfinite_param > 0
+    assert poisoned_layer.rms_hist is not None and poisoned_layer.rms_hist.nonfinite > 0
+    assert poisoned_layer.rms_hist.total == poisoned_layer.numel
+    assert not poisoned.finite
+
+
+def test_sparse_gradients_are_counted_and_torch_raises_its_own_error() -> None:
+    emb = torch.nn.Embedding(10, 4, sparse=True)
+    opt = torch.optim.RMSprop(emb.parameters(), lr=1e-2)
+    mon = Monitor(opt, model=emb)
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        opt.step()
+    assert mon.sparse_grads == 1 and mon.step == 0
+    # The engine itself reads sparse gradients without failing (other optimizers accept them).
+    packed = mon._engine.compute(exact=True)
+    assert packed.layers[0].sparse_grad
+    mon.close()
+
+
+def test_a_parameter_that_never_had_a_gradient_has_no_distribution() -> None:
+    model = tiny_model()
+    model[4].bias.requires_grad_(False)
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-2)
+    mon = Monitor(opt, model=model)
+    train(model, opt, batches(1))
+    mon.close()
+    stats = mon.records[0].layers["4.bias"]
+    assert not stats.has_grad and stats.rms_hist is None and stats.eff_lr_mean is None
