@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, insert
 
 from rmswatch.store.models import Base, Checkpoint, Run, SliSample, Step, Validation
 
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 
 
 def at(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def new_store(url: str) -> Engine:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rmswatch.alerting import prom_names as m
 from rmswatch.alerting.evaluate import evaluate
 from rmswatch.alerting.rulegen import dump, promtool_tests_document, rules_document
 from rmswatch.config import Config
@@ -44,7 +45,7 @@ def test_cli_writes_rules_that_promtool_checks_and_tests(tmp_path: Path) -> None
     quiet = {t["alert_rule_test"][0]["alertname"] for t in tests["tests"]
              if not t["alert_rule_test"][0]["exp_alerts"]}  # fmt: skip
     assert firing == quiet  # every alert is shown firing and staying quiet
-    assert len(firing) == 8
+    assert len(firing) == 8  # SloErrorBudgetBurn and the 7 health alerts
 
 
 def test_promtool_tests_fail_when_a_threshold_is_wrong(tmp_path: Path) -> None:
@@ -110,8 +111,9 @@ def test_python_evaluator_and_promtool_agree_on_the_same_series(
         "tests": [{
             "interval": "1m",
             "input_series": [
-                {"series": f"rmswatch_steps_total{labels}", "values": " ".join(map(str, total))},
-                {"series": f"rmswatch_nonfinite_steps_total{labels}",
+                {"series": f"{m.TELEMETRY_STEPS_COUNT}{labels}",
+                 "values": " ".join(map(str, total))},
+                {"series": f"{m.NONFINITE_STEPS_TOTAL}{labels}",
                  "values": " ".join(map(str, bad))},
             ],
             "alert_rule_test": [{"eval_time": f"{minutes}m", "alertname": "SloErrorBudgetBurn",
@@ -121,3 +123,22 @@ def test_python_evaluator_and_promtool_agree_on_the_same_series(
     (tmp_path / "agree.test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
     tested = promtool("test", "rules", "agree.test.yml", cwd=tmp_path)
     assert tested.returncode == 0, f"python fired {python_firing}\n{tested.stdout}{tested.stderr}"
+
+
+def test_a_latency_threshold_prometheus_cannot_count_is_refused_naming_the_buckets(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "rmswatch.yml"
+    config.write_text(
+        "slos:\n  - name: step-latency\n    sli: {kind: step_latency, threshold_seconds: 2}\n"
+        "    objective: 99\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "rmswatch", "rules", "--config", str(config)],
+        env=subprocess_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert str(config) in result.stderr
+    assert "slos.step-latency.sli.threshold_seconds" in result.stderr
+    assert "2.5" in result.stderr

@@ -7,7 +7,7 @@ rows per run however many steps the runs logged; `time`s are UTC epoch seconds (
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -27,7 +27,7 @@ COUNT_COLUMNS = ["run_pk", "bucket", "good", "total"]
 
 
 def to_datetime(epoch_seconds: float) -> datetime:
-    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(epoch_seconds, tz=UTC)
 
 
 def _epoch(value: Any) -> Any:
@@ -35,7 +35,7 @@ def _epoch(value: Any) -> Any:
         return float("nan")
     if isinstance(value, datetime):
         if value.tzinfo is None:  # SQLite hands back naive UTC
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value.timestamp()
     number: float = float(value)
     return number
