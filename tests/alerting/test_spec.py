@@ -160,3 +160,22 @@ def test_openslo_with_a_ratio_target_out_of_range_is_rejected(tmp_path: Path) ->
         load_slo_file(path)
     assert "spec.objectives.0.target" in str(caught.value)
     assert "less than 1" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "accepted"),
+    [
+        ("receivers:\n  - {name: oncall, url: 'http://127.0.0.1:9099/hook'}\n"
+         "route: {receiver: pager}\n", "pager", "oncall"),
+        ("receivers:\n  - {name: oncall, url: 'not a url'}\n", "receivers.0.url", "http"),
+        ("server:\n  external_url: rmswatch.example\n", "server.external_url", "http"),
+    ],
+)  # fmt: skip
+def test_unknown_receiver_and_malformed_urls_are_rejected_at_load(
+    tmp_path: Path, text: str, key: str, accepted: str
+) -> None:
+    path = write(tmp_path / "bad.yml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert str(path) in message and key in message and accepted in message
