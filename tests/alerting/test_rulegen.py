@@ -1,6 +1,7 @@
 """Golden tests: testdata/in-*.yaml config -> out-*.yaml rules (sloth's layout).
 
-Regenerate after an intended change with `RMSWATCH_REGENERATE=1 pytest tests/alerting/test_rulegen.py`.
+Regenerate after an intended change:
+`RMSWATCH_REGENERATE=1 pytest tests/alerting/test_rulegen.py`.
 """
 
 from __future__ import annotations
