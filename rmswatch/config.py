@@ -43,11 +43,17 @@ class IngestConfig(_Strict):
     max_batch_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
 
 
+def _check_url(value: str) -> str:
+    from rmswatch.alerting.spec import check_url  # the one URL rule, shared with the specs
+
+    return check_url(value)
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8050, ge=1, le=65535)
     # the externally reachable URL, used in alert dashboard links
-    external_url: str | None = None
+    external_url: Annotated[str, AfterValidator(_check_url)] | None = None
     auth: AuthConfig = AuthConfig()
     ingest: IngestConfig = IngestConfig()
     refresh_seconds: float = Field(default=10.0, gt=0)

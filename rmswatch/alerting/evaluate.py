@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import numpy as np
 import pandas as pd
@@ -41,12 +41,12 @@ DASHBOARD_AFTER_SECONDS = 900.0
 
 def _epoch(now: datetime | float) -> float:
     if isinstance(now, datetime):
-        return (now if now.tzinfo else now.replace(tzinfo=timezone.utc)).timestamp()
+        return (now if now.tzinfo else now.replace(tzinfo=UTC)).timestamp()
     return float(now)
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -76,6 +76,8 @@ class Evaluator:
         self._tails: pd.DataFrame | None = None
         self._tail_runs: set[int] = set()
         self.slo_table = pd.DataFrame()
+        self._url_time: tuple[float, str] = (math.nan, "")
+        self._url_ids: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------------------------- ticks
 
@@ -213,17 +215,18 @@ class Evaluator:
         self, state: _SloState, table: pd.DataFrame, runs: pd.DataFrame, now: float
     ) -> list[Signal]:
         spec, windows = state.spec, state.windows
-        latest = runs.sort_values("started_at").drop_duplicates("job", keep="last").set_index("job")
-        by_run = runs.set_index("run_id")
+        latest = {r["job"]: r for r in runs.sort_values("started_at").to_dict("records")}
+        by_run = {r["run_id"]: r for r in runs.to_dict("records")}
         signals = []
         for row in table.itertuples(index=False):
             key = str(row.key)
-            if spec.per == "run" and key in by_run.index:
-                run: Any = by_run.loc[key]
+            run: Any
+            if spec.per == "run" and key in by_run:
+                run = by_run[key]
                 job, run_id = str(run["job"]), key
             else:
                 job, run_id = key, ""
-                run = latest.loc[job] if job in latest.index else None
+                run = latest.get(job)
             for severity in ("page", "ticket"):
                 pairs = [w for w in windows.windows if w.severity == severity]
                 if not pairs:
@@ -272,7 +275,7 @@ class Evaluator:
         parts.append(q.step_tails(self.engine, new_pks, max(span_rows, step_span)))
         parts = [p for p in parts if not p.empty]
         if not parts:
-            tails = pd.DataFrame(columns=q.STEP_TAIL_COLUMNS)
+            tails = q.empty_tails()
         else:
             tails = pd.concat(parts, ignore_index=True)
             tails = tails.drop_duplicates(["run_pk", "step"], keep="last")
@@ -299,11 +302,11 @@ class Evaluator:
             q.checkpoint_failures(self.engine, pks, checkpoint_since),
             now,
         )
-        by_pk = runs.set_index("run_pk")
+        by_pk = {int(r["run_pk"]): r for r in runs.to_dict("records")}
         signals = []
         for verdict in verdicts:
             rule = getattr(config, verdict.rule)
-            run = by_pk.loc[verdict.run_pk]
+            run = by_pk[verdict.run_pk]
             signals.append(
                 self._signal(
                     health_rules.RULE_ALERTNAMES[verdict.rule], rule.severity, verdict.active,
@@ -318,8 +321,7 @@ class Evaluator:
             ended = runs[
                 (runs["status"] != "running") & (runs["ended_at"] >= self._last_now - lookback)
             ]
-            for ended_run in ended.to_dict("records"):
-                run = pd.Series(ended_run)
+            for run in ended.to_dict("records"):
                 for name, alertname in health_rules.RULE_ALERTNAMES.items():
                     rule = getattr(config, name)
                     if rule.enabled:
@@ -344,7 +346,7 @@ class Evaluator:
             return signals
         newest = tails.groupby("run_pk")["step"].transform("max")
         age = newest - tails["step"]  # 0 for the newest step
-        lookup = running.set_index("run_pk")
+        lookup = running.to_dict("records")
         for spec in self.slos:
             if spec.sli.kind not in PER_STEP_KINDS or not spec.step_windows:
                 continue
@@ -358,8 +360,13 @@ class Evaluator:
                         inside &= counted
                     frame = pd.DataFrame({"run_pk": tails["run_pk"], "bad": bad & inside,
                                           "total": inside})  # fmt: skip
-                    sums[n] = frame.groupby("run_pk")[["bad", "total"]].sum()
-                for pk, run in lookup.iterrows():
+                    summed = frame.groupby("run_pk")[["bad", "total"]].sum()
+                    sums[n] = dict(
+                        zip(summed.index, zip(summed["bad"], summed["total"], strict=True),
+                            strict=True)
+                    )  # fmt: skip
+                for run in lookup:
+                    pk = run["run_pk"]
                     if not spec.applies_to(str(run["job"])):
                         continue
                     long_b, long_t = _get(sums[window.long_steps], pk)
@@ -407,7 +414,8 @@ class Evaluator:
         runbook: str,
         extra_labels: dict[str, str],
     ) -> Signal:
-        run_labels = run["labels"] if run is not None and isinstance(run["labels"], dict) else {}
+        run_labels = run.get("labels") if run is not None else None
+        run_labels = run_labels if isinstance(run_labels, dict) else {}
         labels = {
             "alertname": alertname,
             "job": job,
@@ -433,11 +441,15 @@ class Evaluator:
 
     def dashboard_url(self, job: str, run_id: str, at: float) -> str:
         server = self.config.server
-        base = server.external_url or f"http://{server.host}:{server.port}"
-        query = {"job": job, "run": run_id}
-        query["from"] = _iso(at - DASHBOARD_BEFORE_SECONDS)
-        query["to"] = _iso(at + DASHBOARD_AFTER_SECONDS)
-        return f"{base.rstrip('/')}/oncall?{urlencode(query)}"
+        base = (server.external_url or f"http://{server.host}:{server.port}").rstrip("/")
+        if self._url_time[0] != at:  # the time range is the same for every alert of a tick
+            window = {"from": _iso(at - DASHBOARD_BEFORE_SECONDS),
+                      "to": _iso(at + DASHBOARD_AFTER_SECONDS)}  # fmt: skip
+            self._url_time = (at, urlencode(window))
+        ids = self._url_ids.get((job, run_id))
+        if ids is None:
+            ids = self._url_ids[(job, run_id)] = f"job={quote_plus(job)}&run={quote_plus(run_id)}"
+        return f"{base}/oncall?{ids}&{self._url_time[1]}"
 
 
 _RULE_DESCRIPTIONS = {
@@ -458,11 +470,9 @@ def _bad_steps(spec: SloSpec, tails: pd.DataFrame, kinds: tuple[str, ...]) -> pd
     return (tails[[f"nonfinite_{k}" for k in kinds]].sum(axis=1) > 0).astype(bool)
 
 
-def _get(frame: pd.DataFrame, pk: Any) -> tuple[float, float]:
-    if pk not in frame.index:
-        return 0.0, 0.0
-    row = frame.loc[pk]
-    return float(row["bad"]), float(row["total"])
+def _get(sums: dict[Any, tuple[float, float]], pk: Any) -> tuple[float, float]:
+    bad, total = sums.get(pk, (0.0, 0.0))
+    return float(bad), float(total)
 
 
 def _fmt(value: float) -> str:

@@ -65,9 +65,10 @@ def nonfinite(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int]) -> 
     columns = [f"nonfinite_{k}" for k in rule.kinds]
     sums = recent.groupby("run_pk")[columns].sum()
     last_step = recent.groupby("run_pk")["step"].max()
+    by_column = {c: sums[c].to_dict() for c in columns}
     out = []
     for pk in run_pks:
-        counts = {c: _number(sums[c], pk, 0) for c in columns}
+        counts = {c: float(by_column[c].get(pk, 0)) for c in columns}
         total = sum(counts.values())
         parts = ", ".join(f"{c.removeprefix('nonfinite_')} {int(counts[c])}" for c in columns)
         step = int(_number(last_step, pk, -1))
@@ -160,28 +161,29 @@ def grad_norm_variance(
     )
     sizes = frame.groupby(["run_pk", "chunk"]).size()
     variance = frame.groupby(["run_pk", "chunk"])["log_norm"].var()[sizes >= rule.window_steps]
+    recent_v: dict[int, float] = {}
+    reference_v: dict[int, list[float]] = {}
+    for (pk, chunk), value in variance.items():
+        if chunk == 0:
+            recent_v[int(pk)] = float(value)
+        else:
+            reference_v.setdefault(int(pk), []).append(float(value))
     out = []
     for pk in run_pks:
         active, ratio, summary = False, math.nan, "not enough steps for a grad-norm range"
-        if pk in variance.index.get_level_values(0):
-            per_chunk = variance.loc[pk]
-            reference = per_chunk[per_chunk.index > 0]
-            if 0 in per_chunk.index and len(reference) >= 2:
-                recent, low, high = (
-                    float(per_chunk[0]),
-                    float(reference.min()),
-                    float(reference.max()),
-                )
-                if recent > high * rule.factor:
-                    active, ratio = True, recent / high if high > 0 else math.inf
-                elif recent < low / rule.factor:
-                    active, ratio = True, recent / low
-                else:
-                    ratio = recent / high if high > 0 else math.nan
-                summary = (
-                    f"grad-norm log-variance {_fmt(recent)} outside [{_fmt(low / rule.factor)}, "
-                    f"{_fmt(high * rule.factor)}] (recent range x{rule.factor})"
-                )
+        if pk in recent_v and len(reference_v.get(pk, ())) >= 2:
+            recent = recent_v[pk]
+            low, high = min(reference_v[pk]), max(reference_v[pk])
+            if recent > high * rule.factor:
+                active, ratio = True, recent / high if high > 0 else math.inf
+            elif recent < low / rule.factor:
+                active, ratio = True, recent / low
+            else:
+                ratio = recent / high if high > 0 else math.nan
+            summary = (
+                f"grad-norm log-variance {_fmt(recent)} outside [{_fmt(low / rule.factor)}, "
+                f"{_fmt(high * rule.factor)}] (recent range x{rule.factor})"
+            )
         out.append(
             Verdict("grad_norm_variance", pk, active, None if math.isnan(ratio) else ratio, summary)
         )
@@ -196,14 +198,15 @@ def eff_lr_jump(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int]) -
     frame = frame[(frame["window"] < 2) & np.isfinite(frame["eff_lr_mean"])]
     means = frame.groupby(["run_pk", "window"])["eff_lr_mean"].mean()
     sizes = frame.groupby(["run_pk", "window"]).size()
+    mean_of, size_of = means.to_dict(), sizes.to_dict()
     out = []
     for pk in run_pks:
         active, ratio = False, math.nan
-        if (pk, 0) in sizes.index and (pk, 1) in sizes.index:
-            full = sizes[(pk, 0)] >= rule.window_steps and sizes[(pk, 1)] >= rule.window_steps
-            before = float(means[(pk, 1)])
+        if (pk, 0) in size_of and (pk, 1) in size_of:
+            full = size_of[(pk, 0)] >= rule.window_steps and size_of[(pk, 1)] >= rule.window_steps
+            before = float(mean_of[(pk, 1)])
             if full and before > 0:
-                ratio = float(means[(pk, 0)]) / before
+                ratio = float(mean_of[(pk, 0)]) / before
                 active = ratio > rule.factor or ratio < 1 / rule.factor
         summary = (
             f"effective-LR mean changed {_fmt(ratio)}x between the last two "

@@ -1,28 +1,40 @@
 """The Prometheus metric and label names the generated rules read, in one place.
 
-Names follow `rmswatch.collectors.catalogue` (the exporter's single source of truth); this
-module only picks which catalogue entries each SLI and health rule needs.
+Every name comes from `rmswatch.collectors.catalogue` (the exporter's single source of truth);
+this module only picks which catalogue entries each SLI and health rule needs.
 """
 
 from __future__ import annotations
 
-# labels the exporter puts on every training series
-JOB_LABEL = "job"
-RUN_LABEL = "run_id"
+from prometheus_client.utils import floatToGoString
 
-STEPS_TOTAL = "rmswatch_steps_total"
-# steps whose loss or gradients held a non-finite value (one per step, not per value)
-NONFINITE_STEPS_TOTAL = "rmswatch_nonfinite_steps_total"
+from rmswatch.collectors import catalogue as c
+
+# labels the exporter puts on every training series
+JOB_LABEL, RUN_LABEL = c.COMMON_LABELS[0], c.COMMON_LABELS[1]
+
+# one observation per telemetry record: the per-step SLIs' "total"
+TELEMETRY_STEPS_COUNT = f"{c.STEP_DURATION_SECONDS.name}_count"
+STEP_SECONDS_BUCKET = f"{c.STEP_DURATION_SECONDS.name}_bucket"
+STEP_SECONDS_BOUNDS = c.STEP_DURATION_BUCKETS
+# telemetry steps with any non-finite value (one per step, not per value)
+NONFINITE_STEPS_TOTAL = c.NONFINITE_STEPS_TOTAL.name
 # non-finite values by kind (loss, grad, param, state)
-NONFINITE_TOTAL = "rmswatch_nonfinite_total"
-STEP_SECONDS = "rmswatch_step_seconds"  # histogram: _bucket{le}, _count
-LAST_STEP_TIMESTAMP = "rmswatch_last_step_timestamp_seconds"
-LOSS = "rmswatch_loss"
-GRAD_NORM = "rmswatch_grad_norm"
-EFF_LR_MEAN = "rmswatch_eff_lr_mean"
-VALIDATION_LOSS = "rmswatch_validation_loss"
-RUNS_FINISHED_TOTAL = "rmswatch_runs_finished_total"  # {status}
-CHECKPOINT_SAVES_TOTAL = "rmswatch_checkpoint_saves_total"  # {ok="true"|"false"}
+NONFINITE_TOTAL = c.NONFINITE_VALUES_TOTAL.name
+LAST_STEP_TIMESTAMP = c.LAST_STEP_TIMESTAMP_SECONDS.name
+LOSS = c.LOSS.name
+GRAD_NORM = c.GRAD_NORM.name
+EFF_LR_MEAN = f'{c.EFFECTIVE_LR_STAT.name}{{stat="mean"}}'
+EFF_LR_STAT = c.EFFECTIVE_LR_STAT.name
+VALIDATION_LOSS = f'{c.VALIDATION_LOSS.name}{{name="val_loss"}}'
+VALIDATION = c.VALIDATION_LOSS.name
+CHECKPOINTS_TOTAL = c.CHECKPOINTS_TOTAL.name  # {action="save"|"load", outcome="ok"|"failed"}
+
+
+def le(bound: float) -> str:
+    """A histogram bucket bound as the exporter writes it in `le`."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+
 
 # recording-rule names (sloth's layout, our prefix)
 ERROR_RATIO_RECORD = "rmswatch_slo:sli_error:ratio_rate{window}"

@@ -20,7 +20,7 @@ from rmswatch.alerting import prom_names as m
 from rmswatch.alerting.evaluate import SLO_ALERTNAME
 from rmswatch.alerting.health import RULE_ALERTNAMES
 from rmswatch.alerting.spec import BurnWindow, SloSpec, burn_policy, effective_slos, format_duration
-from rmswatch.config import Config, load_config
+from rmswatch.config import Config, ConfigError, load_config
 
 # Prometheus has no step axis: the step-count windows of the health rules become these durations
 PROM_WINDOWS = {
@@ -55,40 +55,39 @@ def _labels(**extra: str) -> str:
 def prom_sli(spec: SloSpec) -> PromSli | None:
     """The SLI as Prometheus counters, or None when Prometheus has no equivalent."""
     sli = spec.sli
+    saves = f'{m.CHECKPOINTS_TOTAL}{{action="save"}}'
     if sli.kind == "nonfinite_free_steps":
         return PromSli(
             m.NONFINITE_STEPS_TOTAL,
-            m.STEPS_TOTAL,
+            m.TELEMETRY_STEPS_COUNT,
             False,
-            ((m.STEPS_TOTAL + _labels(), "total"), (m.NONFINITE_STEPS_TOTAL + _labels(), "bad")),
-        )
-    if sli.kind == "step_latency":
-        le = f"{sli.threshold_seconds:g}"
-        bucket = f'{m.STEP_SECONDS}_bucket{{le="{le}"}}'
-        return PromSli(
-            bucket,
-            f"{m.STEP_SECONDS}_count",
-            True,
-            ((f"{m.STEP_SECONDS}_count" + _labels(), "total"),
-             (f"{m.STEP_SECONDS}_bucket" + _labels(le=le), "good")),
+            ((m.TELEMETRY_STEPS_COUNT + _labels(), "total"),
+             (m.NONFINITE_STEPS_TOTAL + _labels(), "bad")),
         )  # fmt: skip
-    if sli.kind == "retrain_success":
-        bad = "|".join(sli.bad_statuses)
-        counted = "|".join((*sli.good_statuses, *sli.bad_statuses))
+    if sli.kind == "step_latency":
+        threshold = sli.threshold_seconds or 0.0
+        if not any(math.isclose(threshold, b) for b in m.STEP_SECONDS_BOUNDS):
+            bounds = ", ".join(m.le(b) for b in m.STEP_SECONDS_BOUNDS[:-1])
+            raise ValueError(
+                f"slos.{spec.name}.sli.threshold_seconds: {threshold:g} is not a bucket bound of "
+                f"{m.STEP_SECONDS_BUCKET}, so Prometheus cannot count steps under it "
+                f"(accepted: {bounds})"
+            )
+        le = m.le(threshold)
         return PromSli(
-            f'{m.RUNS_FINISHED_TOTAL}{{status=~"{bad}"}}',
-            f'{m.RUNS_FINISHED_TOTAL}{{status=~"{counted}"}}',
-            False,
-            ((m.RUNS_FINISHED_TOTAL + _labels(status=sli.good_statuses[0]), "good"),
-             (m.RUNS_FINISHED_TOTAL + _labels(status=sli.bad_statuses[0]), "bad")),
+            f'{m.STEP_SECONDS_BUCKET}{{le="{le}"}}',
+            m.TELEMETRY_STEPS_COUNT,
+            True,
+            ((m.TELEMETRY_STEPS_COUNT + _labels(), "total"),
+             (m.STEP_SECONDS_BUCKET + _labels(le=le), "good")),
         )  # fmt: skip
     if sli.kind == "checkpoint_success":
         return PromSli(
-            f'{m.CHECKPOINT_SAVES_TOTAL}{{ok="false"}}',
-            m.CHECKPOINT_SAVES_TOTAL,
+            f'{m.CHECKPOINTS_TOTAL}{{action="save", outcome="failed"}}',
+            saves,
             False,
-            ((m.CHECKPOINT_SAVES_TOTAL + _labels(ok="true"), "good"),
-             (m.CHECKPOINT_SAVES_TOTAL + _labels(ok="false"), "bad")),
+            ((m.CHECKPOINTS_TOTAL + _labels(action="save", outcome="ok"), "good"),
+             (m.CHECKPOINTS_TOTAL + _labels(action="save", outcome="failed"), "bad")),
         )  # fmt: skip
     if sli.kind == "ratio":
         assert sli.good and sli.total
@@ -98,7 +97,9 @@ def prom_sli(spec: SloSpec) -> PromSli | None:
             True,
             ((sli.total + _labels(), "total"), (sli.good + _labels(), "good")),
         )
-    return None  # validation_improvement: a per-run judgement Prometheus does not see
+    # retrain_success, validation_improvement: per-run outcomes the exporter (which lives and
+    # dies with the training process) cannot count; the built-in evaluator covers them
+    return None
 
 
 def _window(seconds: float) -> str:
@@ -231,8 +232,9 @@ def health_alerts(config: Config) -> list[dict[str, Any]]:
             f"({eff}\n> {h.eff_lr_jump.factor:g})\nor\n({eff}\n< {1 / h.eff_lr_jump.factor:g})"
         ),
         "checkpoint_failures": (
-            f"sum by ({by}) (increase({m.CHECKPOINT_SAVES_TOTAL}"
-            f'{{ok="false"}}[{format_duration(h.checkpoint_failures.window)}]))'
+            f"sum by ({by}) (increase({m.CHECKPOINTS_TOTAL}"
+            f'{{action="save", outcome="failed"}}'
+            f"[{format_duration(h.checkpoint_failures.window)}]))"
             f" >= {h.checkpoint_failures.min_failures}"
         ),
     }  # fmt: skip
@@ -356,7 +358,7 @@ def _health_inputs(
     kind = h.nonfinite.kinds[0]
     geometric = [0.001] * 31 + [0.001 * 1.12**i for i in range(1, 40)]
     noisy = [1.0 + 0.05 * (i % 2) for i in range(121)]
-    ckpt_labels = _labels(ok="false")
+    ckpt_labels = _labels(action="save", outcome="failed")
     factor = h.divergence.factor
     return {
         "nonfinite": (
@@ -375,9 +377,9 @@ def _health_inputs(
             math.ceil(h.stalled.after / 60) + 5,
         ),
         "validation_regression": (
-            [{"series": m.VALIDATION_LOSS + s,
+            [{"series": m.VALIDATION + _labels(name="val_loss"),
               "values": f"1x120 {2 + h.validation_regression.tolerance:g}x45"}],
-            [{"series": m.VALIDATION_LOSS + s, "values": "1x165"}],
+            [{"series": m.VALIDATION + _labels(name="val_loss"), "values": "1x165"}],
             155,
         ),
         "grad_norm_variance": (
@@ -387,16 +389,20 @@ def _health_inputs(
             125,
         ),
         "eff_lr_jump": (
-            [{"series": m.EFF_LR_MEAN + s, "values": _values(geometric)}],
-            [{"series": m.EFF_LR_MEAN + s, "values": "0.001x70"}],
+            [{"series": m.EFF_LR_STAT + _labels(stat="mean"), "values": _values(geometric)}],
+            [{"series": m.EFF_LR_STAT + _labels(stat="mean"), "values": "0.001x70"}],
             45,
         ),
         "checkpoint_failures": (
-            [{"series": m.CHECKPOINT_SAVES_TOTAL + ckpt_labels, "values": "0 0 0 1x30"}],
-            [{"series": m.CHECKPOINT_SAVES_TOTAL + ckpt_labels, "values": "0x30"}],
+            [{"series": m.CHECKPOINTS_TOTAL + ckpt_labels, "values": "0 0 0 1x30"}],
+            [{"series": m.CHECKPOINTS_TOTAL + ckpt_labels, "values": "0x30"}],
             10,
         ),
     }  # fmt: skip
+
+
+# labels of the input series that the alert expression keeps
+_KEPT_LABELS = {"eff_lr_jump": {"stat": "mean"}, "validation_regression": {"name": "val_loss"}}
 
 
 def _health_test_cases(config: Config) -> list[dict[str, Any]]:
@@ -409,6 +415,7 @@ def _health_test_cases(config: Config) -> list[dict[str, Any]]:
         rule = getattr(config.health, name)
         eval_time = f"{minute + math.ceil(rule.for_ / 60)}m"
         labels = {m.JOB_LABEL: TEST_JOB, m.RUN_LABEL: TEST_RUN, "severity": rule.severity}
+        labels |= _KEPT_LABELS.get(name, {})
         expected = [
             {
                 "exp_labels": labels,
@@ -424,7 +431,7 @@ def _health_test_cases(config: Config) -> list[dict[str, Any]]:
     return cases
 
 
-def tests_document(config: Config, rules_file: str) -> dict[str, Any]:
+def promtool_tests_document(config: Config, rules_file: str) -> dict[str, Any]:
     cases = []
     for spec, sli in _slos(config):
         cases += _slo_test_cases(spec, sli, config)
@@ -442,7 +449,10 @@ def rules_command(
 ) -> int:
     """Write the rules (stdout when no `output`) and, if asked, a promtool test file."""
     config = load_config(config_path)
-    text = dump(rules_document(config))
+    try:
+        text = dump(rules_document(config))
+    except ValueError as exc:
+        raise ConfigError(config_path, [str(exc)]) from exc
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:
@@ -457,5 +467,5 @@ def rules_command(
                 name = str(rules_ref)
         else:
             name = "rules.yml"
-        Path(tests_output).write_text(dump(tests_document(config, name)), encoding="utf-8")
+        Path(tests_output).write_text(dump(promtool_tests_document(config, name)), encoding="utf-8")
     return 0

@@ -171,17 +171,27 @@ class BucketHistory:
         """length (buckets) -> (good, total) per series over the newest `length` buckets."""
         assert self.end is not None
         n = len(self.keys)
-        order = np.arange(self.fine_start, self.end + 1) % self.fine_len
         out: dict[int, tuple[FloatArray, FloatArray]] = {}
-        sums = []
-        for which in (0, 1):
-            chronological = self.fine[which, :n][:, order]
-            cumulative = np.cumsum(chronological[:, ::-1], axis=1, dtype=np.float64)
-            sums.append(cumulative)
-        for length in lengths:
-            col = min(length, self.fine_len) - 1
-            out[length] = (sums[0][:, col], sums[1][:, col])
+        running = np.zeros((2, n), dtype=np.float64)
+        done = 0  # newest buckets summed so far: each bucket is read once for all windows
+        for length in sorted(lengths):
+            length = min(length, self.fine_len)
+            if length > done:
+                running += self._segment_sum(n, self.end - length + 1, self.end - done)
+                done = length
+            out[length] = (running[0].copy(), running[1].copy())
         return out
+
+    def _segment_sum(self, n: int, first: int, last: int) -> FloatArray:
+        """Sum of fine buckets first..last (absolute, inclusive): at most two ring slices."""
+        a, b = first % self.fine_len, last % self.fine_len
+        total: FloatArray
+        if a <= b:
+            total = self.fine[:, :n, a : b + 1].sum(axis=2, dtype=np.float64)
+        else:
+            total = self.fine[:, :n, a:].sum(axis=2, dtype=np.float64)
+            total += self.fine[:, :n, : b + 1].sum(axis=2, dtype=np.float64)
+        return total
 
     def period_sums(self) -> tuple[FloatArray, FloatArray]:
         """(good, total) per series over the period, in whole coarse buckets."""

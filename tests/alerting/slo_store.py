@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, insert
 
 from rmswatch.store.models import Base, Checkpoint, Run, SliSample, Step, Validation
 
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 
 
 def at(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def new_store(url: str) -> Engine:
@@ -58,6 +58,10 @@ def add_steps(engine: Engine, run_pk: int, rows: Iterable[Mapping[str, Any]]) ->
     values = [{**row, "run_pk": run_pk, "time": at(row["time"])} for row in rows]
     if not values:
         return
+    # one executemany needs the same keys in every row
+    keys = {k for v in values for k in v}
+    defaults = {k: 0 if k.startswith("nonfinite_") else None for k in keys}
+    values = [{**defaults, **v} for v in values]
     last = max(values, key=lambda v: v["step"])
     with engine.begin() as conn:
         conn.execute(insert(Step), values)

@@ -7,7 +7,7 @@ rows per run however many steps the runs logged; `time`s are UTC epoch seconds (
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -27,7 +27,7 @@ COUNT_COLUMNS = ["run_pk", "bucket", "good", "total"]
 
 
 def to_datetime(epoch_seconds: float) -> datetime:
-    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(epoch_seconds, tz=UTC)
 
 
 def _epoch(value: Any) -> Any:
@@ -35,7 +35,7 @@ def _epoch(value: Any) -> Any:
         return float("nan")
     if isinstance(value, datetime):
         if value.tzinfo is None:  # SQLite hands back naive UTC
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value.timestamp()
     number: float = float(value)
     return number
@@ -261,10 +261,15 @@ STEP_TAIL_COLUMNS = [
 ]  # fmt: skip
 
 
+def empty_tails() -> pd.DataFrame:
+    frame = pd.DataFrame(columns=STEP_TAIL_COLUMNS)
+    return frame.astype({c: "float64" for c in STEP_TAIL_COLUMNS} | {"run_pk": "int64"})
+
+
 def step_tails(engine: Engine, run_pks: Sequence[int], span_steps: int) -> pd.DataFrame:
     """The steps of each run within `span_steps` optimizer steps of its last step."""
     if not run_pks:
-        return pd.DataFrame(columns=STEP_TAIL_COLUMNS)
+        return empty_tails()
     statement = (
         select(
             Step.run_pk, Step.step, Step.time, Step.loss, Step.grad_norm, Step.eff_lr_mean,
@@ -281,7 +286,7 @@ def step_tails(engine: Engine, run_pks: Sequence[int], span_steps: int) -> pd.Da
 def steps_since(engine: Engine, run_pks: Sequence[int], since: float) -> pd.DataFrame:
     """Steps of these runs logged at or after `since` (the incremental part of the tails)."""
     if not run_pks:
-        return pd.DataFrame(columns=STEP_TAIL_COLUMNS)
+        return empty_tails()
     statement = (
         select(
             Step.run_pk, Step.step, Step.time, Step.loss, Step.grad_norm, Step.eff_lr_mean,
