@@ -54,6 +54,23 @@ def _default_evaluate(engine: Engine, config: Config, now: datetime) -> list[Sig
     return list(evaluate(engine, config, now))
 
 
+class IncrementalEvaluate:
+    """The real evaluator, kept across ticks so that each tick reads only what is new.
+
+    A cold `evaluate()` re-reads the whole SLO period (30 days by default) every tick.
+    """
+
+    def __init__(self) -> None:
+        self.evaluator: Any = None
+
+    def __call__(self, engine: Engine, config: Config, now: datetime) -> list[Signal]:
+        from rmswatch.alerting.evaluate import Evaluator
+
+        if self.evaluator is None:
+            self.evaluator = Evaluator(engine, config)
+        return list(self.evaluator.tick(now))
+
+
 @dataclass(frozen=True, slots=True)
 class TickResult:
     signals: int
@@ -236,7 +253,7 @@ def start_scheduler(
         engine=engine,
         config=config,
         clock=clock,
-        evaluate=evaluate or _default_evaluate,
+        evaluate=evaluate or IncrementalEvaluate(),
         transport=transport,
         environ=environ,
         lock=LeaderLock(engine),

@@ -79,8 +79,9 @@ def test_check_mode_fails_for_a_stale_page(tmp_path: object) -> None:
 def test_the_alert_rules_name_only_metrics_the_exporter_serves() -> None:
     from rmswatch.alerting import prom_names
 
+    # a name may carry a label selector (`metric{stat="mean"}`): the metric is the part before it
     metric_names = {
-        key: value
+        key: value.split("{", 1)[0]
         for key, value in vars(prom_names).items()
         if key.isupper()
         and isinstance(value, str)

@@ -26,7 +26,7 @@ from rmswatch.store.models import (
 )
 
 if TYPE_CHECKING:
-    from typing import Unpack
+    pass
 
 TimeLike = datetime | float | pd.Timestamp
 
@@ -40,7 +40,7 @@ def _as_datetime(value: TimeLike) -> datetime:
 
 
 def _frame(
-    engine: Engine, stmt: Select[Unpack[tuple[Any, ...]]], time_columns: Sequence[str] = ()
+    engine: Engine, stmt: Select[*tuple[Any, ...]], time_columns: Sequence[str] = ()
 ) -> pd.DataFrame:
     with engine.connect() as conn:
         result = conn.execute(stmt)
@@ -52,8 +52,8 @@ def _frame(
 
 
 def _thin(
-    stmt: Select[Unpack[tuple[Any, ...]]], order_by: Any, max_points: int | None
-) -> Select[Unpack[tuple[Any, ...]]]:
+    stmt: Select[*tuple[Any, ...]], order_by: Any, max_points: int | None
+) -> Select[*tuple[Any, ...]]:
     """Every k-th row of `stmt` (k chosen so about `max_points` remain) plus the last one."""
     if max_points is None:
         return stmt.order_by(order_by)
@@ -140,14 +140,14 @@ def run(engine: Engine, run_id: str) -> dict[str, Any] | None:
 
 
 def _ranges(
-    stmt: Select[Unpack[tuple[Any, ...]]],
+    stmt: Select[*tuple[Any, ...]],
     step_column: Any,
     time_column: Any,
     start_step: int | None,
     end_step: int | None,
     since: TimeLike | None,
     until: TimeLike | None,
-) -> Select[Unpack[tuple[Any, ...]]]:
+) -> Select[*tuple[Any, ...]]:
     if start_step is not None:
         stmt = stmt.where(step_column >= start_step)
     if end_step is not None:
