@@ -137,6 +137,7 @@ class StatsEngine:
         device: torch.device,
         sample_size: int = 4096,
         sample_seed: int = 0,
+        chunk_bytes: int = 1 << 20,
         edges: Sequence[float] = RMS_EDGES,
     ) -> None:
         self.adapter = adapter
@@ -147,6 +148,13 @@ class StatsEngine:
         # norm is non-finite; on an accelerator that read would stall the stream, so count always.
         self.host_reads = device.type == "cpu"
         self.sample_size = sample_size
+        # Chunked passes keep temporaries in cache-sized scratch buffers instead of
+        # allocating and writing tensors as large as the parameters (CPU: writes dominate).
+        self.chunked = chunk_bytes > 0 and device.type == "cpu"
+        self.chunk_bytes = chunk_bytes
+        self._scratch: dict[
+            tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]
+        ] = {}
         self.edges_list = tuple(float(e) for e in edges)
         self.n_buckets = len(self.edges_list) - 1
         self._edges: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
@@ -256,6 +264,11 @@ class StatsEngine:
             elif group.get("momentum", 0) > 0 and "momentum_buffer" in state_norms:
                 lr = group["lr"]
                 fields["update_sq"] = pk.scalar(state_norms["momentum_buffer"].square() * lr * lr)
+            elif self._chunkable(slot, grad, state, exact):
+                scratch = self._scratch_for(p)
+                fields["update_sq"] = pk.scalar(
+                    self.adapter.update_norm_sq_chunked(p, grad, state, group, scratch)
+                )
             else:
                 # torch's denominator in the parameter's own dtype (bit-identical to the step's),
                 # the rest of the update in float32 or better.
@@ -319,6 +332,31 @@ class StatsEngine:
                 global_fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(vals[order][pos])
         lrs = [pk.scalar(g["lr"]) for g in groups]
         return Packed(pk.pack(self.device), pk, layers, lrs, global_fields)
+
+    def _chunkable(
+        self, slot: Slot, grad: torch.Tensor, state: Mapping[str, Any], exact: bool
+    ) -> bool:
+        """Use the chunked update-norm pass unless a full denominator is needed anyway."""
+        if not self.chunked or (exact or slot.sample is None):
+            return False
+        tensors = [
+            slot.param,
+            grad,
+            *(t for t in state.values() if isinstance(t, torch.Tensor) and t.dim() > 0),
+        ]
+        return slot.param.dtype in (torch.float32, torch.float64) and all(
+            t.is_contiguous() and t.dtype == slot.param.dtype for t in tensors
+        )
+
+    def _scratch_for(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (p.device, p.dtype)
+        if key not in self._scratch:
+            size = self.chunk_bytes // p.element_size()
+            self._scratch[key] = (
+                torch.empty(size, dtype=p.dtype, device=p.device),
+                torch.empty(size, dtype=p.dtype, device=p.device),
+            )
+        return self._scratch[key]
 
     def _count_if(self, pk: Packer, norm: torch.Tensor, x: torch.Tensor) -> tuple[str, int]:
         if self.host_reads:
