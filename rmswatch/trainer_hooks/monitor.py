@@ -267,7 +267,7 @@ class Monitor:
         if pending is None or pending.step != self._step:
             return  # not a telemetry step
         if isinstance(value, torch.Tensor) and value.device.type == "cuda":
-            host = torch.empty((), dtype=torch.float64, pin_memory=True)
+            host = torch.empty((), dtype=value.dtype, pin_memory=True)
             host.copy_(value, non_blocking=True)
             pending.loss_event = torch.cuda.Event()  # type: ignore[no-untyped-call]
             pending.loss_event.record()

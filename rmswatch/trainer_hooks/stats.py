@@ -43,7 +43,12 @@ class Packer:
     vector_sizes: list[int] = field(default_factory=list)
     consts: list[float] = field(default_factory=list)
 
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
     def scalar(self, value: torch.Tensor | float) -> tuple[str, int]:
+        if isinstance(value, torch.Tensor) and value.device != self.device:
+            # e.g. a CPU lr tensor while the parameters live on CUDA: reading it costs nothing.
+            value = float(value.detach().cpu()) if value.device.type == "cpu" else value
         if isinstance(value, torch.Tensor):
             self.scalars.append(value.reshape(()))
             return ("s", len(self.scalars) - 1)
@@ -215,7 +220,7 @@ class StatsEngine:
     def compute(self, *, exact: bool) -> Packed:
         """Statistics of the step that just ran (call from the post-step hook)."""
         opt = self.optimizer
-        pk = Packer()
+        pk = Packer(device=self.device)
         layers: list[LayerLayout] = []
         global_eff: list[torch.Tensor] = []
         global_w: list[torch.Tensor] = []
@@ -329,7 +334,8 @@ class StatsEngine:
             for q in QUANTILES:
                 # Weighted 'lower' quantile: first value whose cumulative weight reaches q*total.
                 pos = torch.searchsorted(cum, total * q).clamp_(max=vals.numel() - 1)
-                global_fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(vals[order][pos])
+                at = order.index_select(0, pos.reshape(1))  # no host read of `pos`
+                global_fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(vals.index_select(0, at))
         lrs = [pk.scalar(g["lr"]) for g in groups]
         return Packed(pk.pack(self.device), pk, layers, lrs, global_fields)
 
