@@ -41,6 +41,7 @@ test: $(STAMP) system-deps lint typecheck
 
 docs: $(STAMP)
 	$(PY) -m rmswatch.collectors.catalogue --write docs/metrics.md
+	$(PY) -m rmswatch.collectors.grafana --write dashboards/grafana
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'

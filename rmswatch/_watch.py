@@ -29,6 +29,7 @@ def watch(
     every: int = 1,
     *,
     prometheus_host: str = "127.0.0.1",
+    prometheus_options: Mapping[str, Any] | None = None,
     registry: CollectorRegistry | None = None,
     sinks: Iterable[Sink] = (),
     flush_interval: float = 1.0,
@@ -40,7 +41,9 @@ def watch(
 
     `store` is a SQLAlchemy URL (`sqlite:///rmswatch.db`, `postgresql+psycopg://...`) or the
     rmswatch server's `http(s)://` URL (then `token`, or `$RMSWATCH_TOKEN`, authenticates).
-    `prometheus_port` starts the in-process `/metrics` exporter on `prometheus_host`.
+    `prometheus_port` starts the in-process `/metrics` exporter on `prometheus_host`;
+    `prometheus_options` go to `PrometheusSink` (cardinality guard: `layer_depth`, `max_layers`,
+    `layer_distributions`; see docs/metrics.md).
     Remaining keyword arguments go to `Monitor` (see its docstring).
     """
     all_sinks: list[Sink] = list(sinks)
@@ -48,7 +51,12 @@ def watch(
         from rmswatch.collectors.prometheus import PrometheusSink
 
         all_sinks.append(
-            PrometheusSink(port=prometheus_port, host=prometheus_host, registry=registry)
+            PrometheusSink(
+                port=prometheus_port,
+                host=prometheus_host,
+                registry=registry,
+                **dict(prometheus_options or {}),
+            )
         )
     if store is not None:
         all_sinks.append(_store_sink(store, flush_interval, token))

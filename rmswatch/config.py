@@ -8,10 +8,17 @@ defined in `rmswatch.alerting.spec` and composed here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 
 class _Strict(BaseModel):
@@ -106,12 +113,25 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 # Imported here, after the shared base types, because the alerting specs build on them.
-from rmswatch.alerting.routing_config import ReceiverConfig, RouteConfig  # noqa: E402
-from rmswatch.alerting.spec import HealthConfig, SloSpec  # noqa: E402
+from rmswatch.alerting.routing_config import (  # noqa: E402
+    DEFAULT_INHIBIT_RULES,
+    InhibitRuleConfig,
+    OutboxConfig,
+    ReceiverConfig,
+    RouteConfig,
+    routing_problems,
+)
+from rmswatch.alerting.spec import HealthConfig, SloSpec, check_url, load_slo_file  # noqa: E402
 
 
 class EvaluationConfig(_Strict):
     interval_seconds: float = Field(default=30.0, gt=0)
+    # SLO/health evaluation (rmswatch.alerting.evaluate); see docs/alerting.md
+    default_slos: bool = True
+    slo_files: tuple[str, ...] = ()  # rmswatch or OpenSLO YAML, relative to this file
+    runbook_base_url: Annotated[str, AfterValidator(check_url)] | None = None
+    # re-read this much already-evaluated history each tick, for telemetry that arrives late
+    lookback_seconds: float = Field(default=300.0, ge=0)
 
 
 class Config(_Strict):
@@ -123,8 +143,17 @@ class Config(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     receivers: tuple[ReceiverConfig, ...] = ()
     route: RouteConfig | None = None
+    inhibit_rules: tuple[InhibitRuleConfig, ...] = DEFAULT_INHIBIT_RULES
+    outbox: OutboxConfig = OutboxConfig()
     slos: tuple[SloSpec, ...] = ()
     health: HealthConfig = HealthConfig()
+
+    @model_validator(mode="after")
+    def _routes_name_known_receivers(self) -> Config:
+        problems = routing_problems(self.receivers, self.route)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -133,6 +162,10 @@ def load_config(path: str | Path | None) -> Config:
         return Config()
     data = read_yaml(path)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(str(path), format_validation_error(exc)) from exc
+    # SLO files are read now, so a bad one stops the load naming that file
+    base = Path(path).parent
+    extra = [s for f in config.evaluation.slo_files for s in load_slo_file(base / f)]
+    return config.model_copy(update={"slos": (*config.slos, *extra)}) if extra else config

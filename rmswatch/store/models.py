@@ -101,6 +101,8 @@ class LayerStep(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(BigInteger)
+    # repeated from the step so retention and time-range reads need no join
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     layer: Mapped[str] = mapped_column(String(512))
     grad_norm: Mapped[float | None] = mapped_column(Float)
     param_norm: Mapped[float | None] = mapped_column(Float)
@@ -117,6 +119,10 @@ class LayerStep(Base):
     has_grad: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+# one layer over time: the debug view's per-layer charts
+Index("ix_layer_steps_run_layer_step", LayerStep.run_pk, LayerStep.layer, LayerStep.step)
+
+
 class HistogramRow(Base):
     """One layer's RMS histogram at one step; the edges live once on the run (`hist_edges`)."""
 
@@ -128,7 +134,7 @@ class HistogramRow(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(BigInteger)
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     layer: Mapped[str] = mapped_column(String(512))
     kind: Mapped[str] = mapped_column(String(32), default="rms")
     counts: Mapped[list[Any]] = mapped_column(JSON)
@@ -137,7 +143,13 @@ class HistogramRow(Base):
     exact: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+# one layer's heatmap: all steps of (run, layer, kind)
+Index("ix_histograms_run_layer_step", HistogramRow.run_pk, HistogramRow.layer, HistogramRow.step)
+
+
 class Validation(Base):
+    """A validation metric (default `val_loss`) at the step it belongs to."""
+
     __tablename__ = "validations"
     __table_args__ = (UniqueConstraint("run_pk", "step", "name", name="uq_validations"),)
 
@@ -150,6 +162,8 @@ class Validation(Base):
 
 
 class Checkpoint(Base):
+    """A checkpoint save or load; `ok=False` with `detail` for failures."""
+
     __tablename__ = "checkpoints"
     __table_args__ = (UniqueConstraint("run_pk", "step", "action", "time", name="uq_checkpoints"),)
 
@@ -166,10 +180,14 @@ class Checkpoint(Base):
 
 
 class SystemSampleRow(Base):
+    """CPU/RSS/GPU of the training process; `gpu_count` integrates into `Run.gpu_seconds`."""
+
     __tablename__ = "system_samples"
+    # a retried ingest batch must not count a sample (and its GPU-seconds) twice
+    __table_args__ = (UniqueConstraint("run_pk", "time", name="uq_system_samples_run_time"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     cpu_percent: Mapped[float | None] = mapped_column(Float)
     rss_bytes: Mapped[int | None] = mapped_column(BigInteger)

@@ -1,0 +1,182 @@
+"""The durable notification outbox: written with the state change, delivered after, in order.
+
+`enqueue` adds a row inside the caller's transaction (the one that changed alert state), so a
+crash can't lose a notification that was decided. `deliver_due` sends per receiver, oldest
+first; a failure stops that receiver (later notifications wait, keeping order) and schedules a
+retry with exponential backoff, forever. Delivery is at-least-once: a crash between the
+receiver's 2xx and our commit resends that one request (groupKey / fingerprint / dedup_key let
+receivers drop it); in normal operation each notification is delivered exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from rmswatch.alerting.lifecycle import utc, utcnow
+from rmswatch.alerting.receivers import DeliveryError, Transport, requests_transport, send
+from rmswatch.alerting.routing_config import OutboxConfig, ReceiverConfig
+from rmswatch.store.models_alerting import NotificationRow
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(
+    session: Session,
+    *,
+    receiver: ReceiverConfig,
+    group_key: str,
+    status: str,
+    fingerprints: Sequence[str],
+    requests: Sequence[Any],
+    now: datetime,
+) -> NotificationRow:
+    row = NotificationRow(
+        receiver=receiver.name,
+        kind=receiver.kind,
+        group_key=group_key,
+        status=status,
+        fingerprints=list(fingerprints),
+        requests=list(requests),
+        requests_sent=0,
+        created_at=now,
+        attempts=0,
+        next_attempt_at=now,
+        delivered_at=None,
+        last_error="",
+    )
+    session.add(row)
+    return row
+
+
+def backoff_seconds(attempts: int, policy: OutboxConfig) -> float:
+    """initial, 2x initial, 4x initial, ... capped at max_backoff_seconds."""
+    exponent = min(max(attempts - 1, 0), 60)
+    return float(min(policy.max_backoff_seconds, policy.initial_backoff_seconds * 2.0**exponent))
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    delivered: int
+    failed_attempts: int
+    waiting: int
+
+
+def deliver_due(
+    engine: Engine,
+    receivers: Sequence[ReceiverConfig],
+    policy: OutboxConfig,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    transport: Transport = requests_transport,
+    environ: Mapping[str, str] | None = None,
+) -> DeliveryReport:
+    """Send every due notification, receiver by receiver, in the order they were written.
+
+    No database transaction is held open while a request is in flight.
+    """
+    env = os.environ if environ is None else environ
+    by_name = {r.name: r for r in receivers}
+    delivered = failed = waiting = 0
+    with Session(engine) as session:
+        pending_receivers = list(
+            session.scalars(
+                select(NotificationRow.receiver)
+                .where(NotificationRow.delivered_at.is_(None))
+                .distinct()
+            )
+        )
+    for name in sorted(pending_receivers):
+        receiver = by_name.get(name)
+        with Session(engine) as session:
+            rows = list(
+                session.scalars(
+                    select(NotificationRow)
+                    .where(NotificationRow.receiver == name, NotificationRow.delivered_at.is_(None))
+                    .order_by(NotificationRow.id)
+                )
+            )
+            session.expunge_all()
+        if receiver is None:
+            log.warning(
+                "%d notification(s) for receiver %r wait: it is no longer in the config",
+                len(rows),
+                name,
+            )
+            waiting += len(rows)
+            continue
+        for index, row in enumerate(rows):
+            now = utc(clock())
+            if utc(row.next_attempt_at) > now:
+                waiting += len(rows) - index
+                break
+            if _deliver_one(engine, receiver, row, policy, clock, transport, env):
+                delivered += 1
+            else:
+                failed += 1
+                waiting += len(rows) - index
+                break
+    return DeliveryReport(delivered=delivered, failed_attempts=failed, waiting=waiting)
+
+
+def _deliver_one(
+    engine: Engine,
+    receiver: ReceiverConfig,
+    row: NotificationRow,
+    policy: OutboxConfig,
+    clock: Callable[[], datetime],
+    transport: Transport,
+    environ: Mapping[str, str],
+) -> bool:
+    sent = row.requests_sent
+    error = ""
+    for body in row.requests[sent:]:
+        timestamp = str(int(utc(clock()).timestamp()))
+        try:
+            send(receiver, body, transport=transport, environ=environ, timestamp=timestamp)
+        except DeliveryError as exc:
+            error = str(exc)
+            break
+        sent += 1
+        # remember progress per request so a retry doesn't resend the accepted ones
+        _update(engine, row.id, requests_sent=sent)
+    now = utc(clock())
+    if not error:
+        _update(engine, row.id, delivered_at=now, attempts=row.attempts + 1, last_error="")
+        log.info("notification %d to %s delivered (%s)", row.id, receiver.name, row.status)
+        return True
+    attempts = row.attempts + 1
+    delay = backoff_seconds(attempts, policy)
+    _update(
+        engine,
+        row.id,
+        attempts=attempts,
+        last_error=error[:2000],
+        next_attempt_at=now + timedelta(seconds=delay),
+    )
+    log.warning(
+        "notification %d to %s failed (attempt %d, retry in %.3gs): %s",
+        row.id,
+        receiver.name,
+        attempts,
+        delay,
+        error,
+    )
+    return False
+
+
+def _update(engine: Engine, row_id: int, **values: Any) -> None:
+    with Session(engine) as session, session.begin():
+        row = session.get(NotificationRow, row_id)
+        if row is None:  # pragma: no cover - rows are never deleted while pending
+            return
+        for name, value in values.items():
+            setattr(row, name, value)

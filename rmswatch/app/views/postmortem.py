@@ -1,0 +1,130 @@
+"""Postmortem views: a run's timeline, its hyperparameter diff and the loss spikes in it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def flatten_hyperparameters(groups: Sequence[Any] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """`{"lr": 0.01, ...}` for one param group, `{"group0.lr": ...}` for several."""
+    if not groups:
+        return {}
+    if isinstance(groups, Mapping):
+        return dict(groups)
+    if len(groups) == 1 and isinstance(groups[0], Mapping):
+        return dict(groups[0])
+    flat: dict[str, Any] = {}
+    for index, group in enumerate(groups):
+        if isinstance(group, Mapping):
+            flat.update({f"group{index}.{key}": value for key, value in group.items()})
+    return flat
+
+
+def hyperparameter_diff(current: Mapping[str, Any], baseline: Mapping[str, Any]) -> pd.DataFrame:
+    """Every hyperparameter with both values; `changed` marks the ones that differ."""
+    keys = sorted(set(current) | set(baseline))
+    rows = [
+        {
+            "name": key,
+            "this run": _show(current.get(key)),
+            "last good run": _show(baseline.get(key)),
+            "changed": current.get(key) != baseline.get(key),
+        }
+        for key in keys
+    ]
+    frame = pd.DataFrame(rows, columns=["name", "this run", "last good run", "changed"])
+    return frame.sort_values(["changed", "name"], ascending=[False, True]).reset_index(drop=True)
+
+
+def _show(value: Any) -> str:
+    return "—" if value is None else str(value)
+
+
+def loss_spikes(
+    steps: pd.DataFrame, *, window: int = 50, factor: float = 3.0, limit: int = 20
+) -> pd.DataFrame:
+    """Steps whose loss exceeds `factor` x the median of the previous `window` steps.
+
+    Consecutive spiking steps count once, at the first of them; non-finite losses are spikes.
+    """
+    columns = ["step", "loss", "median"]
+    if steps.empty:
+        return pd.DataFrame(columns=columns)
+    loss = pd.to_numeric(steps["loss"], errors="coerce").astype(float)
+    finite = loss.where(np.isfinite(loss))
+    median = finite.rolling(window, min_periods=min(window, 5)).median().shift(1)
+    spiking = (loss > factor * median) | (~np.isfinite(loss) & steps["loss"].notna())
+    starts = spiking & ~spiking.shift(1, fill_value=False)
+    found = pd.DataFrame({"step": steps["step"], "loss": loss, "median": median})[starts]
+    return found.head(limit).reset_index(drop=True)
+
+
+def timeline(
+    run: Mapping[str, Any],
+    alerts: pd.DataFrame,
+    spikes: pd.DataFrame,
+    first_bad: Mapping[str, Any] | None,
+    checkpoints: pd.DataFrame,
+) -> pd.DataFrame:
+    """One table of what happened, in order: start, alerts, spikes, NaNs, checkpoints, end."""
+    events: list[dict[str, Any]] = [
+        {"time": run["started_at"], "step": None, "kind": "run", "what": "run started"}
+    ]
+    events.extend(
+        {
+            "time": getattr(alert, "starts_at", None),
+            "step": None,
+            "kind": "alert",
+            "what": f"{alert.alertname} ({getattr(alert, 'severity', '')}): "
+            f"{getattr(alert, 'summary', '')}",
+        }
+        for alert in alerts.itertuples(index=False)
+    )
+    events.extend(
+        {
+            "time": None,
+            "step": int(spike.step),
+            "kind": "loss spike",
+            "what": f"loss {spike.loss:.4g} vs median {spike.median:.4g}",
+        }
+        for spike in spikes.itertuples(index=False)
+    )
+    if first_bad is not None:
+        layers = ", ".join(name for name, _ in first_bad["layers"]) or "no layer (loss only)"
+        events.append(
+            {
+                "time": None,
+                "step": first_bad["step"],
+                "kind": "first non-finite",
+                "what": f"first non-finite at step {first_bad['step']} in {layers}",
+            }
+        )
+    events.extend(
+        {
+            "time": point.time,
+            "step": int(point.step),
+            "kind": f"checkpoint {point.action}",
+            "what": ("ok" if point.ok else f"FAILED {point.detail}")
+            + (f", {point.seconds:.2f}s" if point.seconds is not None else ""),
+        }
+        for point in checkpoints.itertuples(index=False)
+    )
+    if run.get("ended_at") is not None and not pd.isna(run.get("ended_at")):
+        events.append(
+            {
+                "time": run["ended_at"],
+                "step": run.get("last_step"),
+                "kind": "run",
+                "what": f"run ended: {run.get('status')} {run.get('status_detail') or ''}".strip(),
+            }
+        )
+    frame = pd.DataFrame(events, columns=["time", "step", "kind", "what"])
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    # events known only by step sort among the timed ones by step order
+    frame["order_step"] = pd.to_numeric(frame["step"], errors="coerce")
+    frame = frame.sort_values(["order_step", "time"], na_position="first", kind="stable")
+    return frame.drop(columns="order_step").reset_index(drop=True)

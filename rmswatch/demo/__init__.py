@@ -1,0 +1,311 @@
+"""`rmswatch demo`: a real incident end to end on one laptop.
+
+Starts the server on an embedded SQLite file with a demo config (SLO periods scaled down so burn
+rates move within minutes), a local webhook receiver that prints each notification, and real
+RMSProp trainings as child processes: healthy retrains, one that diverges, one that converges
+slowly, one that resumes without its optimizer state, and one that stalls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from rmswatch.demo.receiver import Notification, WebhookReceiver
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    job: str
+    run_id: str
+    model: str
+    seed: int = 0
+
+
+# Run in waves of two (one per core): healthy history first, so the incidents have a baseline.
+WAVES: tuple[tuple[Scenario, ...], ...] = (
+    (
+        Scenario("healthy", "resnet-retrain", "resnet-retrain-001", "resnet18-lite", seed=1),
+        Scenario("healthy", "ranker-retrain", "ranker-retrain-001", "ranker-mlp", seed=2),
+    ),
+    (
+        Scenario("healthy", "resnet-retrain", "resnet-retrain-002", "resnet18-lite", seed=3),
+        Scenario("healthy", "ctr-retrain", "ctr-retrain-001", "ctr-mlp", seed=4),
+    ),
+    (
+        Scenario("diverge", "ranker-retrain", "ranker-retrain-002", "ranker-mlp", seed=5),
+        Scenario("slow", "ctr-retrain", "ctr-retrain-002", "ctr-mlp", seed=6),
+    ),
+    (
+        Scenario("resume", "resnet-retrain", "resnet-retrain-003", "resnet18-lite", seed=7),
+        Scenario("stall", "embedding-retrain", "embedding-retrain-001", "embedding-mlp", seed=8),
+    ),
+)
+
+STALL_AFTER_SECONDS = 15.0
+
+
+def demo_config(port: int, receiver_url: str, *, quick: bool) -> dict[str, Any]:
+    """The demo's config: real rules, with periods and windows scaled down to minutes."""
+    return {
+        "server": {"external_url": f"http://127.0.0.1:{port}", "refresh_seconds": 5},
+        "evaluation": {"interval_seconds": 2},
+        "receivers": [{"name": "demo-webhook", "kind": "webhook", "url": receiver_url}],
+        "route": {
+            "receiver": "demo-webhook",
+            "group_by": ["alertname", "job"],
+            "group_wait": "1s",
+            "group_interval": "5s",
+            "repeat_interval": "1h",
+        },
+    }
+
+
+class Demo:
+    def __init__(self, *, quick: bool, port: int, workdir: Path, out: Any = sys.stdout) -> None:
+        self.quick = quick
+        self.port = port
+        self.workdir = workdir
+        self.out = out
+        self.db_url = f"sqlite:///{(workdir / 'demo.db').resolve()}"
+        self.children: list[subprocess.Popen[str]] = []
+        self.receiver = WebhookReceiver(
+            log_path=workdir / "notifications.jsonl", on_notification=self._print_notification
+        )
+        self._print_lock = threading.Lock()
+
+    # -- output -------------------------------------------------------------------------
+    def say(self, message: str) -> None:
+        with self._print_lock:
+            tqdm.write(message, file=self.out)
+
+    def _print_notification(self, n: Notification) -> None:
+        mark = "FIRING " if n.status == "firing" else "RESOLVED"
+        severity = n.labels.get("severity", "")
+        self.say(
+            f"  [webhook] {mark} {severity:6} {n.alertname} job={n.labels.get('job', '')} "
+            f"run={n.labels.get('run_id', '')} — {n.annotations.get('summary', '')}"
+        )
+
+    # -- processes ----------------------------------------------------------------------
+    def _spawn(self, args: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # Own process group, so Ctrl-C in the terminal reaches us alone and we stop the children
+        # in order (trainings first, then the server), leaving the SQLite file consistent.
+        proc: subprocess.Popen[str] = subprocess.Popen(
+            [sys.executable, *args], env=env, text=True, start_new_session=True, **kwargs
+        )
+        self.children.append(proc)
+        return proc
+
+    def stop_children(self) -> None:
+        """Trainings first (they close their runs), then the server; nothing is orphaned."""
+        for proc in reversed(self.children):
+            _terminate_group(proc, timeout=15)
+
+    def start_server(self, config_path: Path) -> subprocess.Popen[str]:
+        log = (self.workdir / "server.log").open("w")
+        proc = self._spawn(
+            [
+                "-m",
+                "rmswatch",
+                "serve",
+                "--db",
+                self.db_url,
+                "--config",
+                str(config_path),
+                "--port",
+                str(self.port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited with {proc.returncode}; see {self.workdir / 'server.log'}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return proc
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"the server did not answer {url} within 90 s")
+
+    def train(self, scenario: Scenario, position: int) -> threading.Thread:
+        args = [
+            "-m",
+            "rmswatch.demo.scenarios",
+            "--scenario",
+            scenario.name,
+            "--db",
+            self.db_url,
+            "--run-id",
+            scenario.run_id,
+            "--job",
+            scenario.job,
+            "--workdir",
+            str(self.workdir),
+            "--seed",
+            str(scenario.seed),
+            "--label",
+            f"model={scenario.model}",
+            "--label",
+            "cluster=laptop",
+        ]
+        if self.quick:
+            args.append("--quick")
+        proc = self._spawn(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        total = 160 if self.quick else 600
+        bar = tqdm(
+            total=total,
+            desc=f"{scenario.run_id} ({scenario.name})",
+            position=position,
+            leave=True,
+            file=self.out,
+            unit="step",
+            dynamic_ncols=True,
+        )
+
+        def follow() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    self.say(f"  {scenario.run_id}: {line.rstrip()}")
+                    continue
+                if "step" in event and "event" not in event:
+                    bar.n = min(total, int(event["step"]) % (total + 1))
+                    bar.set_postfix(loss=f"{event.get('loss', float('nan')):.3f}")
+                    bar.refresh()
+                elif event.get("event") == "stalled":
+                    self.say(
+                        f"  {scenario.run_id}: stopped stepping at step {event['step']} "
+                        "(simulated data-loader deadlock)"
+                    )
+                    threading.Thread(
+                        target=self._end_stall, args=(scenario, proc), daemon=True
+                    ).start()
+                elif event.get("event") == "finished":
+                    bar.set_postfix(status=event["status"])
+            proc.wait()
+            bar.close()
+
+        thread = threading.Thread(target=follow, daemon=True)
+        thread.start()
+        return thread
+
+    def _end_stall(self, scenario: Scenario, proc: subprocess.Popen[str]) -> None:
+        """Leave the stalled job hanging until its page arrives (bounded), then stop it."""
+        self.wait_for(
+            lambda n: n.labels.get("run_id") == scenario.run_id and n.status == "firing",
+            timeout=STALL_AFTER_SECONDS + 60,
+        )
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    def wait_for(self, predicate: Callable[[Notification], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.receiver.received(predicate):
+                return True
+            time.sleep(0.5)
+        return False
+
+    # -- the whole demo -----------------------------------------------------------------
+    def run(self) -> int:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for stale in ("demo.db", "demo.db-wal", "demo.db-shm", "notifications.jsonl"):
+            (self.workdir / stale).unlink(missing_ok=True)
+        receiver_url = self.receiver.start()
+        config_path = self.workdir / "demo.yaml"
+        config_path.write_text(
+            yaml.safe_dump(demo_config(self.port, receiver_url, quick=self.quick), sort_keys=False)
+        )
+        self.say(f"rmswatch demo — files in {self.workdir}/ (store: {self.db_url})")
+        self.say(
+            "  SLO periods are scaled down to minutes in this demo so burn rates move "
+            "while you watch; production SLOs use 30-day periods."
+        )
+        self.say(f"  webhook receiver: {receiver_url} (each notification is printed below)")
+        self.start_server(config_path)
+        self.say(
+            f"  dashboard: http://127.0.0.1:{self.port}/  (on-call view: "
+            f"http://127.0.0.1:{self.port}/oncall)"
+        )
+        for wave in WAVES:
+            threads = [self.train(s, position=i) for i, s in enumerate(wave)]
+            for thread in threads:
+                thread.join()
+        diverged = self.wait_for(
+            lambda n: (
+                n.status == "firing"
+                and n.labels.get("run_id") == "ranker-retrain-002"
+                and n.labels.get("severity") == "page"
+            ),
+            timeout=60,
+        )
+        self.say("")
+        self.say(
+            "all scenarios finished. "
+            + (
+                "The divergence page reached the webhook."
+                if diverged
+                else "WARNING: the divergence page did not reach the webhook in time."
+            )
+        )
+        self.say(
+            f"  open http://127.0.0.1:{self.port}/oncall?job=ranker-retrain&run=ranker-retrain-002"
+            " to triage it, and export the postmortem from /postmortem."
+        )
+        if self.quick:
+            return 0 if diverged else 1
+        self.say("serving the dashboard until Ctrl-C ...")
+        while True:
+            time.sleep(3600)
+
+
+def _terminate_group(proc: subprocess.Popen[str], timeout: float) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_demo(*, quick: bool = False, port: int = 8050, workdir: str = "rmswatch-demo") -> int:
+    demo = Demo(quick=quick, port=port, workdir=Path(workdir))
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        return demo.run()
+    except KeyboardInterrupt:
+        demo.say("\nstopping: trainings, then the server ...")
+        return 0
+    finally:
+        demo.stop_children()
+        demo.receiver.stop()
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,223 @@
+"""Real RMSProp trainings for the demo: healthy retrains and four ways a retrain goes wrong.
+
+Each scenario trains a small MLP on a generated teacher-student task (a learnable signal; nothing
+is downloaded) under `rmswatch.watch`, so every number the demo shows was really measured.
+Run one with `python -m rmswatch.demo.scenarios --scenario NAME --db URL --run-id ID`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import torch
+from torch import nn
+
+import rmswatch
+
+SCENARIOS: tuple[str, ...] = ("healthy", "diverge", "slow", "resume", "stall")
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: int
+    lr: float = 2e-3
+    alpha: float = 0.99
+    validate_every: int = 25
+    checkpoint_every: int = 100
+    step_delay: float = 0.0
+    seed: int = 0
+
+
+def make_task(n_train: int = 4096, n_val: int = 1024) -> tuple[torch.Tensor, ...]:
+    """A teacher network labels Gaussian inputs: learnable, deterministic, no downloads."""
+    gen = torch.Generator().manual_seed(1234)  # the task is the same for every run of a job
+    teacher = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 10))
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.8)
+        x = torch.randn(n_train + n_val, 32, generator=gen)
+        y = teacher(x).argmax(dim=1)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def make_model(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(32, 128), nn.GELU(), nn.Linear(128, 128), nn.GELU(), nn.Linear(128, 10)
+    )
+
+
+def batches(
+    x: torch.Tensor, y: torch.Tensor, size: int, seed: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x) - size + 1, size):
+            idx = order[start : start + size]
+            yield x[idx], y[idx]
+
+
+def _checkpoint(
+    monitor: rmswatch.Monitor, path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int
+) -> None:
+    started = time.perf_counter()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}, path)
+    monitor.record_checkpoint(
+        "save",
+        step=step,
+        seconds=time.perf_counter() - started,
+        size_bytes=path.stat().st_size,
+        path=str(path),
+    )
+
+
+def run(
+    scenario: str,
+    *,
+    db: str,
+    run_id: str,
+    job: str,
+    workdir: Path,
+    quick: bool,
+    labels: dict[str, str],
+    seed: int = 0,
+) -> str:
+    """Train one scenario to its end; returns the final run status."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario={scenario!r}: expected one of {', '.join(SCENARIOS)}")
+    torch.set_num_threads(1)
+    steps = 160 if quick else 600
+    plan = {
+        "healthy": Plan(steps=steps, seed=seed),
+        "diverge": Plan(steps=steps, seed=seed),
+        "slow": Plan(steps=steps, alpha=0.99999, lr=3e-3, seed=seed),
+        "resume": Plan(steps=steps, seed=seed),
+        "stall": Plan(steps=steps, seed=seed),
+    }[scenario]
+    x, y, x_val, y_val = make_task()
+    model = make_model(plan.seed)
+    opt = torch.optim.RMSprop(model.parameters(), lr=plan.lr, alpha=plan.alpha, foreach=True)
+    loss_fn = nn.CrossEntropyLoss()
+    start_step = 0
+    checkpoint_path = workdir / f"{job}.pt"
+
+    monitor = rmswatch.watch(
+        opt, model=model, job=job, run_id=run_id, labels=labels, store=db, every=1
+    )
+    if scenario == "resume":
+        # Resume from the job's last good checkpoint, but the optimizer state was not saved:
+        # square_avg restarts at zero, so effective learning rates jump for the first steps.
+        started = time.perf_counter()
+        if checkpoint_path.exists():
+            state = torch.load(checkpoint_path, weights_only=True)
+            model.load_state_dict(state["model"])
+            start_step = int(state["step"])
+        monitor.record_checkpoint(
+            "load",
+            step=start_step,
+            ok=False,
+            seconds=time.perf_counter() - started,
+            path=str(checkpoint_path),
+            detail="optimizer state missing from checkpoint; square_avg re-initialised to 0",
+        )
+
+    stop = {"requested": False}
+
+    def _terminate(signum: int, frame: FrameType | None) -> None:
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, _terminate)
+    status = "succeeded"
+    detail = ""
+    data = batches(x, y, 64, plan.seed)
+    try:
+        for i in range(plan.steps):
+            if stop["requested"]:
+                status, detail = "failed", "terminated by the operator"
+                break
+            step = start_step + i + 1
+            if scenario == "diverge" and i >= plan.steps // 3:
+                # someone "fixed" a slow run by raising the learning rate mid-run
+                for group in opt.param_groups:
+                    group["lr"] = min(group["lr"] * 1.6, 1e30)
+            if scenario == "stall" and i == plan.steps // 2:
+                # a data-loader deadlock: the process is alive, no step ever comes
+                print(json.dumps({"run_id": run_id, "event": "stalled", "step": step}), flush=True)
+                while not stop["requested"]:
+                    time.sleep(0.2)
+                status, detail = (
+                    "failed",
+                    f"stalled at step {step}; terminated by the operator",
+                )
+                break
+            xb, yb = next(data)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+            monitor.record_loss(loss)
+            if step % plan.validate_every == 0:
+                with torch.no_grad():
+                    val = loss_fn(model(x_val), y_val).item()
+                monitor.record_validation(val, step=step)
+            if scenario == "healthy" and step % plan.checkpoint_every == 0:
+                _checkpoint(monitor, checkpoint_path, model, opt, step)
+            if scenario == "diverge" and not math.isfinite(loss.item()):
+                # keep stepping a little so the non-finite counts are visible, then give up
+                if i > plan.steps // 3 + 40:
+                    status, detail = "failed", f"loss non-finite since step {step}; job aborted"
+                    break
+            if plan.step_delay:
+                time.sleep(plan.step_delay)
+            if step % 20 == 0:
+                print(
+                    json.dumps({"run_id": run_id, "step": step, "loss": float(loss.item())}),
+                    flush=True,
+                )
+    except Exception as exc:  # a crash is recorded as such, then re-raised
+        monitor.close(status="crashed", detail=f"{type(exc).__name__}: {exc}")
+        raise
+    monitor.close(status=status, detail=detail)
+    print(json.dumps({"run_id": run_id, "event": "finished", "status": status}), flush=True)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenario", choices=SCENARIOS, required=True)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--workdir", type=Path, default=Path("."))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--label", action="append", default=[], help="key=value")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    labels = dict(item.split("=", 1) for item in args.label)
+    run(
+        args.scenario,
+        db=args.db,
+        run_id=args.run_id,
+        job=args.job,
+        workdir=args.workdir,
+        quick=args.quick,
+        labels=labels,
+        seed=args.seed,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""`rmswatch serve`: the Dash pages, the ingest API and the alert scheduler in one process.
+
+`build_server` wires the parts around a given engine and config (tests use it directly);
+`serve` reads the config, opens the store and runs the WSGI server until interrupted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import flask
+from sqlalchemy import Engine
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from rmswatch.config import Config, load_config
+
+RUNBOOK_DIR = Path(__file__).resolve().parents[1] / "docs" / "runbooks"
+# the ingest API has its own bearer token; the browser never calls it
+UNAUTHENTICATED_PREFIXES = ("/api/v1/ingest", "/healthz")
+
+
+@dataclass
+class Server:
+    """A built server: the Flask app (Dash mounted on it) plus the scheduler it started."""
+
+    flask: flask.Flask
+    dash: Any
+    engine: Engine
+    config: Config
+    scheduler: Any = None
+    _http: BaseWSGIServer | None = field(default=None, repr=False)
+
+    def serve_forever(self, host: str, port: int) -> None:
+        self._http = make_server(host, port, self.flask, threaded=True)
+        self._http.serve_forever()
+
+    def start_in_thread(self, host: str, port: int) -> threading.Thread:
+        """Bind now and serve on a daemon thread (tests); `shutdown()` stops it."""
+        self._http = make_server(host, port, self.flask, threaded=True)
+        thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        thread.start()
+        return thread
+
+    def shutdown(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+            self.scheduler = None
+
+
+def build_server(config: Config, engine: Engine, *, start_scheduler: bool = True) -> Server:
+    """Flask + Dash pages + ingest blueprint + auth (+ the alert scheduler when asked)."""
+    from rmswatch.app.context import AppContext
+    from rmswatch.app.factory import create_app
+
+    server = flask.Flask("rmswatch")
+    _install_auth(server, config)
+    _mount_ingest(server, engine, config)
+
+    @server.get("/healthz")
+    def healthz() -> tuple[str, int]:
+        return "ok\n", 200
+
+    @server.get("/runbooks/<name>")
+    def runbook(name: str) -> Any:
+        path = (RUNBOOK_DIR / name).resolve()
+        if path.parent != RUNBOOK_DIR.resolve() or not path.is_file():
+            flask.abort(404)
+        return flask.Response(path.read_text(encoding="utf-8"), mimetype="text/plain")
+
+    dash_app = create_app(AppContext(engine=engine, config=config), server=server)
+    scheduler = _start_scheduler(engine, config) if start_scheduler else None
+    return Server(flask=server, dash=dash_app, engine=engine, config=config, scheduler=scheduler)
+
+
+def _install_auth(server: flask.Flask, config: Config) -> None:
+    auth = config.server.auth
+    if auth.basic is None and auth.trusted_header is None:
+        return
+    password = ""
+    if auth.basic is not None:
+        password = os.environ.get(auth.basic.password_env, "")
+        if not password:
+            raise RuntimeError(
+                f"server.auth.basic is configured but ${auth.basic.password_env} is empty; "
+                "set the password in that environment variable"
+            )
+
+    @server.before_request
+    def _require_auth() -> Any:
+        if flask.request.path.startswith(UNAUTHENTICATED_PREFIXES):
+            return None
+        if auth.trusted_header is not None and flask.request.headers.get(auth.trusted_header):
+            return None
+        if auth.basic is not None and _basic_ok(
+            flask.request.headers.get("Authorization", ""), auth.basic.username, password
+        ):
+            return None
+        if auth.basic is not None:
+            return flask.Response(
+                "authentication required\n", 401, {"WWW-Authenticate": 'Basic realm="rmswatch"'}
+            )
+        return flask.Response(f"missing {auth.trusted_header} header from the proxy\n", 403)
+
+
+def _basic_ok(header: str, username: str, password: str) -> bool:
+    if not header.startswith("Basic "):
+        return False
+    try:
+        user, _, given = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(user, username) & hmac.compare_digest(given, password)
+
+
+def _mount_ingest(server: flask.Flask, engine: Engine, config: Config) -> None:
+    try:
+        from rmswatch.collectors.ingest import create_blueprint
+    except ImportError:  # TODO(app): remove once the store branch lands (ingest not merged yet)
+        return
+    token = os.environ.get(config.server.ingest.token_env, "")
+    server.register_blueprint(
+        create_blueprint(engine, token=token, max_batch_bytes=config.server.ingest.max_batch_bytes)
+    )
+
+
+def _start_scheduler(engine: Engine, config: Config) -> Any:
+    try:
+        from rmswatch.alerting.scheduler import start_scheduler
+    except ImportError:  # TODO(app): remove once the alerting branches land
+        return None
+    return start_scheduler(engine, config)
+
+
+def _open_engine(url: str) -> Engine:
+    try:
+        from rmswatch.store.engine import make_engine, upgrade
+    except ImportError:  # TODO(app): remove once the store branch lands
+        from sqlalchemy import create_engine
+
+        from rmswatch.store.models import Base
+
+        engine = create_engine(url)
+        Base.metadata.create_all(engine)
+        return engine
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine
+
+
+def serve(
+    db_url: str | None,
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    scheduler: bool = True,
+) -> int:
+    """`rmswatch serve`: run until interrupted. Binds 127.0.0.1:8050 unless told otherwise."""
+    config = load_config(config_path)
+    url = db_url or config.store.url or "sqlite:///rmswatch.db"
+    bind_host = host or config.server.host
+    bind_port = port or config.server.port
+    engine = _open_engine(url)
+    server = build_server(config, engine, start_scheduler=scheduler)
+    print(
+        f"rmswatch serving http://{bind_host}:{bind_port}/ (store {engine.url!r})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever(bind_host, bind_port)
+    finally:
+        server.shutdown()
+        engine.dispose()
+    return 0

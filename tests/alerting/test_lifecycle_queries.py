@@ -1,0 +1,63 @@
+"""The app's read path over alert state: active alerts, history per run, silences, outbox."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from rmswatch.alerting.lifecycle import acknowledge_alert, fingerprint, identity_labels
+from rmswatch.alerting.scheduler import run_tick
+from rmswatch.alerting.silences import create_silence
+from rmswatch.store.queries.alerts import (
+    active_alerts,
+    alert_history,
+    alerts_for_run,
+    notifications,
+    silences,
+)
+from tests.alerting.routing_support import Clock, config, signal, store
+
+
+def test_on_call_queries_show_state_history_silences_and_delivery(sqlite_url: str) -> None:
+    engine, clock = store(sqlite_url), Clock()
+    cfg = config([{"name": "oncall", "url": "http://127.0.0.1:9/h"}],
+                 {"receiver": "oncall", "group_wait": 0})  # fmt: skip
+    ticket = signal("ValidationRegressing", severity="ticket", run_id="run-2")
+    run_tick(engine, cfg, clock(), lambda *_: [ticket])
+    run_tick(engine, cfg, clock.advance(60), lambda *_: [ticket, signal()])
+    acknowledge_alert(engine, fingerprint(identity_labels(signal())), "alice", now=clock())
+    create_silence(engine, ["job=bert"], clock(), clock() + timedelta(hours=1), "bob", "noisy")
+
+    active = active_alerts(engine)
+    assert list(active["alertname"]) == ["LossDiverging", "ValidationRegressing"]  # pages first
+    assert list(active["inhibited"]) == [False, True]
+    assert active.loc[0, "acknowledged_by"] == "alice"
+    assert active.loc[0, "summary"].startswith("LossDiverging on resnet-retrain")
+    assert str(active["starts_at"].dt.tz) == "UTC"
+
+    history = alert_history(engine, run_id="run-1")
+    assert list(history["to_state"]) == ["pending", "firing", "acknowledged"]
+    assert list(alert_history(engine, run_id="run-2")["to_state"]) == ["pending", "firing"]
+
+    [row] = silences(engine, now=clock()).to_dict("records")
+    assert (row["state"], row["matchers"], row["author"]) == ("active", 'job="bert"', "bob")
+
+    sent = notifications(engine)  # the page joined a notified group: it waits group_interval
+    assert list(sent["status"]) == ["firing"] and sent.loc[0, "attempts"] == 0
+    assert "requests" not in sent.columns and sent["delivered_at"].isna().all()
+
+
+def test_a_runs_alerts_include_resolved_ones_and_a_silence_takes_a_label_mapping(
+    sqlite_url: str,
+) -> None:
+    engine, clock = store(sqlite_url), Clock()
+    cfg = config([{"name": "oncall", "url": "http://127.0.0.1:9/h"}], {"receiver": "oncall"})
+    run_tick(engine, cfg, clock(), lambda *_: [signal("NonFiniteLoss"), signal(run_id="other")])
+    run_tick(engine, cfg, clock.advance(60), lambda *_: [signal(run_id="other")])
+    raised = alerts_for_run(engine, "run-1")
+    assert list(zip(raised["alertname"], raised["state"], strict=True)) == [
+        ("NonFiniteLoss", "resolved")
+    ]
+    assert len(alerts_for_run(engine, "other")) == 1
+    sid = create_silence(engine, {"alertname": "LossDiverging", "job": "resnet-retrain"},
+                         clock(), clock() + timedelta(hours=1), "alice", "from the UI")  # fmt: skip
+    assert silences(engine, now=clock()).loc[0, "id"] == sid
