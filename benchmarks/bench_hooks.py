@@ -156,7 +156,7 @@ def exact_step_cost(args: argparse.Namespace) -> dict[str, float]:
         times = []
         for _ in range(max(3, args.repeats)):
             t0 = time.perf_counter()
-            engine.compute(exact=exact)
+            mon._compute(exact)  # with the monitor's own threading policy
             times.append((time.perf_counter() - t0) * 1000)
         out[label] = statistics.median(times)
     out["held_bytes"] = float(
@@ -236,12 +236,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.threads} threads, RMSprop(foreach=True); {args.steps} timed steps/run, "
         f"median of {args.repeats} interleaved runs"
     )
-    print(f"{'variant':14s} {'ms/step':>9s} {'x bare':>8s}   per-run ms/step")
-    results: dict[str, Any] = {"medians_ms": medians, "runs_ms": runs}
+    # Paired ratios: each run against the bare run of the same repeat (adjacent in time), so a
+    # burst of load from other processes on the machine hits numerator and denominator alike.
+    paired = {
+        v: statistics.median(t / b for t, b in zip(runs[v], runs["bare"], strict=True))
+        for v in variants
+        if "bare" in runs
+    }
+    print(f"{'variant':14s} {'ms/step':>9s} {'x bare':>8s} {'paired':>8s}   per-run ms/step")
+    results: dict[str, Any] = {"medians_ms": medians, "runs_ms": runs, "paired_ratio": paired}
     for v in variants:
         ratio = f"{medians[v] / base:8.3f}" if base else "       -"
+        pair = f"{paired[v]:8.3f}" if v in paired else "       -"
         per_run = " ".join(f"{t:.1f}" for t in runs[v])
-        print(f"{v:14s} {medians[v]:9.1f} {ratio}   {per_run}")
+        print(f"{v:14s} {medians[v]:9.1f} {ratio} {pair}   {per_run}")
     if any(v.startswith("rmswatch") for v in variants):
         cost = exact_step_cost(args)
         results["stats_ms"] = cost
