@@ -87,6 +87,52 @@ class RMSpropAdapter:
             u = (g * (-lr)).div_(d)
         return u
 
+    def update_norm_sq_chunked(
+        self,
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: Mapping[str, Any],
+        group: Mapping[str, Any],
+        scratch: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """||u||^2 without materialising u: the same formulas, a cache-sized chunk at a time.
+
+        Reads grad, square_avg (and grad_avg, param where needed) once; writes only into the two
+        `scratch` buffers. Only for momentum == 0 (momentum's update is -lr * buffer).
+        """
+        lr = _lr_of(group)
+        eps = group["eps"]
+        wd = group.get("weight_decay", 0)
+        sign = -1.0 if group.get("maximize", False) else 1.0
+        centered = group.get("centered", False)
+        flat = {k: state[k].reshape(-1) for k in ("square_avg", "grad_avg") if k in state}
+        g_flat, p_flat = grad.reshape(-1), param.reshape(-1)
+        size = scratch[0].numel()
+        parts: list[torch.Tensor] = []
+        n = g_flat.numel()
+        for start in range(0, n, size):
+            stop = min(start + size, n)
+            d, num = scratch[0][: stop - start], scratch[1][: stop - start]
+            v = flat["square_avg"][start:stop]
+            if centered:
+                ga = flat["grad_avg"][start:stop]
+                torch.addcmul(v, ga, ga, value=-1, out=d)
+                d.sqrt_()
+            else:
+                torch.sqrt(v, out=d)
+            d.add_(eps)
+            g = g_flat[start:stop]
+            if wd != 0:
+                # |u| = lr |g_s + wd p| / (d - lr wd); the sign of g_s only matters against p.
+                torch.add(g, p_flat[start:stop], alpha=wd * sign, out=num)
+                d.sub_(lr * wd)
+                num.div_(d)
+            else:
+                torch.div(g, d, out=num)
+            parts.append(torch.linalg.vector_norm(num))
+        total = torch.stack(parts).square().sum() if parts else torch.zeros(())
+        return total * (lr * lr)
+
 
 Adapter = RMSpropAdapter
 

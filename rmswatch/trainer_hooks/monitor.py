@@ -75,7 +75,9 @@ class Monitor:
     `exact_every` (exact full-tensor distributions every this many telemetry steps, sampled in
     between; default 1 on CUDA, 50 on CPU), `sample_size`/`sample_seed` (the fixed per-layer
     sample), `queue_size` (sink queue bound; full -> dropped and counted), `keep_records`
-    (bound of `records`), `sample_interval` (seconds between sampler polls).
+    (bound of `records`), `sample_interval` (seconds between sampler polls), `stats_threads`
+    (intra-op threads for the CPU statistics; None keeps torch's setting), `chunk_bytes` (scratch
+    size of the chunked CPU update-norm pass; 0 turns it off).
     """
 
     def __init__(
@@ -98,6 +100,8 @@ class Monitor:
         exact_every: int | None = None,
         sample_size: int = 4096,
         sample_seed: int = 0,
+        stats_threads: int | None = 1,
+        chunk_bytes: int = 1 << 20,
     ) -> None:
         self._adapter = adapter_for(optimizer)
         for name, value, low in (
@@ -109,6 +113,9 @@ class Monitor:
             _check_int(name, value, low)
         if exact_every is not None:
             _check_int("exact_every", exact_every, 1)
+        if stats_threads is not None:
+            _check_int("stats_threads", stats_threads, 1)
+        self._stats_threads = stats_threads
         if not isinstance(job, str) or not job:
             raise ValueError(f"job={job!r}: expected a non-empty string")
         self._optimizer = optimizer
@@ -125,6 +132,7 @@ class Monitor:
             device=self._device,
             sample_size=sample_size,
             sample_seed=sample_seed,
+            chunk_bytes=chunk_bytes,
         )
         self._run_info = self._build_run_info(job, run_id, labels, rank, world_size)
         self._records: deque[StepRecord] = deque(maxlen=keep_records)
@@ -210,7 +218,7 @@ class Monitor:
             return
         exact = self._telemetry_steps % self._exact_every == 0
         self._telemetry_steps += 1
-        packed = self._engine.compute(exact=exact)
+        packed = self._compute(exact)
         pending = _Pending(self._step, self._clock(), step_seconds, packed)
         if self._cuda:
             host = torch.empty(packed.buffer.shape, dtype=torch.float64, pin_memory=True)
@@ -221,6 +229,18 @@ class Monitor:
         else:
             pending.values = packed.buffer.tolist()
         self._pending.append(pending)
+
+    def _compute(self, exact: bool) -> Packed:
+        # A short, memory-bound pass: on a shared CPU, waking the intra-op pool for each small
+        # op costs more than it saves (docs/hooks.md), so the statistics run on this thread only.
+        threads = torch.get_num_threads()
+        if self._cuda or self._stats_threads is None or self._stats_threads >= threads:
+            return self._engine.compute(exact=exact)
+        torch.set_num_threads(self._stats_threads)
+        try:
+            return self._engine.compute(exact=exact)
+        finally:
+            torch.set_num_threads(threads)
 
     # -- user calls ----------------------------------------------------------------------------
 
@@ -247,7 +267,7 @@ class Monitor:
         if pending is None or pending.step != self._step:
             return  # not a telemetry step
         if isinstance(value, torch.Tensor) and value.device.type == "cuda":
-            host = torch.empty((), dtype=torch.float64, pin_memory=True)
+            host = torch.empty((), dtype=value.dtype, pin_memory=True)
             host.copy_(value, non_blocking=True)
             pending.loss_event = torch.cuda.Event()  # type: ignore[no-untyped-call]
             pending.loss_event.record()

@@ -43,7 +43,12 @@ class Packer:
     vector_sizes: list[int] = field(default_factory=list)
     consts: list[float] = field(default_factory=list)
 
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
     def scalar(self, value: torch.Tensor | float) -> tuple[str, int]:
+        if isinstance(value, torch.Tensor) and value.device != self.device:
+            # e.g. a CPU lr tensor while the parameters live on CUDA: reading it costs nothing.
+            value = float(value.detach().cpu()) if value.device.type == "cpu" else value
         if isinstance(value, torch.Tensor):
             self.scalars.append(value.reshape(()))
             return ("s", len(self.scalars) - 1)
@@ -137,6 +142,7 @@ class StatsEngine:
         device: torch.device,
         sample_size: int = 4096,
         sample_seed: int = 0,
+        chunk_bytes: int = 1 << 20,
         edges: Sequence[float] = RMS_EDGES,
     ) -> None:
         self.adapter = adapter
@@ -147,6 +153,13 @@ class StatsEngine:
         # norm is non-finite; on an accelerator that read would stall the stream, so count always.
         self.host_reads = device.type == "cpu"
         self.sample_size = sample_size
+        # Chunked passes keep temporaries in cache-sized scratch buffers instead of
+        # allocating and writing tensors as large as the parameters (CPU: writes dominate).
+        self.chunked = chunk_bytes > 0 and device.type == "cpu"
+        self.chunk_bytes = chunk_bytes
+        self._scratch: dict[
+            tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]
+        ] = {}
         self.edges_list = tuple(float(e) for e in edges)
         self.n_buckets = len(self.edges_list) - 1
         self._edges: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
@@ -207,7 +220,7 @@ class StatsEngine:
     def compute(self, *, exact: bool) -> Packed:
         """Statistics of the step that just ran (call from the post-step hook)."""
         opt = self.optimizer
-        pk = Packer()
+        pk = Packer(device=self.device)
         layers: list[LayerLayout] = []
         global_eff: list[torch.Tensor] = []
         global_w: list[torch.Tensor] = []
@@ -256,6 +269,11 @@ class StatsEngine:
             elif group.get("momentum", 0) > 0 and "momentum_buffer" in state_norms:
                 lr = group["lr"]
                 fields["update_sq"] = pk.scalar(state_norms["momentum_buffer"].square() * lr * lr)
+            elif self._chunkable(slot, grad, state, exact):
+                scratch = self._scratch_for(p)
+                fields["update_sq"] = pk.scalar(
+                    self.adapter.update_norm_sq_chunked(p, grad, state, group, scratch)
+                )
             else:
                 # torch's denominator in the parameter's own dtype (bit-identical to the step's),
                 # the rest of the update in float32 or better.
@@ -316,9 +334,35 @@ class StatsEngine:
             for q in QUANTILES:
                 # Weighted 'lower' quantile: first value whose cumulative weight reaches q*total.
                 pos = torch.searchsorted(cum, total * q).clamp_(max=vals.numel() - 1)
-                global_fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(vals[order][pos])
+                at = order.index_select(0, pos.reshape(1))  # no host read of `pos`
+                global_fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(vals.index_select(0, at))
         lrs = [pk.scalar(g["lr"]) for g in groups]
         return Packed(pk.pack(self.device), pk, layers, lrs, global_fields)
+
+    def _chunkable(
+        self, slot: Slot, grad: torch.Tensor, state: Mapping[str, Any], exact: bool
+    ) -> bool:
+        """Use the chunked update-norm pass unless a full denominator is needed anyway."""
+        if not self.chunked or (exact or slot.sample is None):
+            return False
+        tensors = [
+            slot.param,
+            grad,
+            *(t for t in state.values() if isinstance(t, torch.Tensor) and t.dim() > 0),
+        ]
+        return slot.param.dtype in (torch.float32, torch.float64) and all(
+            t.is_contiguous() and t.dtype == slot.param.dtype for t in tensors
+        )
+
+    def _scratch_for(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (p.device, p.dtype)
+        if key not in self._scratch:
+            size = self.chunk_bytes // p.element_size()
+            self._scratch[key] = (
+                torch.empty(size, dtype=p.dtype, device=p.device),
+                torch.empty(size, dtype=p.dtype, device=p.device),
+            )
+        return self._scratch[key]
 
     def _count_if(self, pk: Packer, norm: torch.Tensor, x: torch.Tensor) -> tuple[str, int]:
         if self.host_reads:

@@ -167,14 +167,17 @@ def test_exact_statistics_agree_with_the_float64_reference(
         "everything-for-loop",
     ],
 )
-def test_derived_update_norm_equals_the_change_the_step_made(variant: str) -> None:
+@pytest.mark.parametrize("path", ["full", "chunked"])
+def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path: str) -> None:
     torch.set_default_dtype(torch.float64)
     try:
         model = tiny_model(torch.float64)
     finally:
         torch.set_default_dtype(torch.float32)
     opt = _opt(model, variant)
-    mon = Monitor(opt, model=model)
+    # "chunked": sampled steps on every tensor and 40-byte scratch, so each norm spans chunks.
+    knobs = {"full": {"exact_every": 1}, "chunked": {"sample_size": 1, "chunk_bytes": 40}}
+    mon = Monitor(opt, model=model, **knobs[path])  # type: ignore[arg-type]
     before: list[dict[str, torch.Tensor]] = []
     actual: list[dict[str, float]] = []
 
@@ -188,6 +191,8 @@ def test_derived_update_norm_equals_the_change_the_step_made(variant: str) -> No
 
     train(model, opt, batches(4, torch.float64), after_backward=snapshot, after_step=measure)
     mon.close()
+    uses_chunks = path == "chunked" and "momentum" not in VARIANTS[variant]
+    assert bool(mon._engine._scratch) == uses_chunks
     for record, real in zip(mon.records, actual, strict=True):
         for name, stats in record.layers.items():
             assert stats.update_norm == pytest.approx(real[name], rel=1e-9, abs=1e-15), name
