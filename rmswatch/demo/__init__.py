@@ -59,11 +59,30 @@ WAVES: tuple[tuple[Scenario, ...], ...] = (
 STALL_AFTER_SECONDS = 15.0
 
 
-def demo_config(port: int, receiver_url: str, *, quick: bool) -> dict[str, Any]:
-    """The demo's config: real rules, with periods and windows scaled down to minutes."""
+# The built-in SLOs with their 30-day period scaled down, so the burn-rate windows (which scale
+# with the period) span seconds to minutes and move while a person watches.
+DEMO_SLO_PERIOD = "6h"
+
+
+def demo_config(port: int, receiver_url: str) -> dict[str, Any]:
+    """The demo's config: the real default SLOs and health rules, with time scaled down."""
+    from rmswatch.alerting.spec import default_slos
+
+    slos = [
+        {
+            **spec.model_dump(mode="json", exclude_none=True, by_alias=True),
+            "period": DEMO_SLO_PERIOD,
+        }
+        for spec in default_slos()
+    ]
     return {
         "server": {"external_url": f"http://127.0.0.1:{port}", "refresh_seconds": 5},
-        "evaluation": {"interval_seconds": 2},
+        "evaluation": {"interval_seconds": 2, "lookback_seconds": 60},
+        "slos": slos,
+        "health": {
+            "stalled": {"after": f"{STALL_AFTER_SECONDS:g}s"},
+            "eff_lr_jump": {"window_steps": 20, "for": "0s"},
+        },
         "receivers": [{"name": "demo-webhook", "kind": "webhook", "url": receiver_url}],
         "route": {
             "receiver": "demo-webhook",
@@ -98,7 +117,7 @@ class Demo:
         severity = n.labels.get("severity", "")
         self.say(
             f"  [webhook] {mark} {severity:6} {n.alertname} job={n.labels.get('job', '')} "
-            f"run={n.labels.get('run_id', '')} — {n.annotations.get('summary', '')}"
+            f"{_run_of(n)} — {n.annotations.get('summary', '')}"
         )
 
     # -- processes ----------------------------------------------------------------------
@@ -192,8 +211,11 @@ class Demo:
                 except ValueError:
                     self.say(f"  {scenario.run_id}: {line.rstrip()}")
                     continue
-                if "step" in event and "event" not in event:
-                    bar.n = min(total, int(event["step"]) % (total + 1))
+                if event.get("event") == "start":
+                    bar.total = int(event["steps"])
+                    bar.refresh()
+                elif "step" in event and "event" not in event:
+                    bar.n = min(bar.total or total, int(event.get("done", event["step"])))
                     bar.set_postfix(loss=f"{event.get('loss', float('nan')):.3f}")
                     bar.refresh()
                 elif event.get("event") == "stalled":
@@ -238,7 +260,7 @@ class Demo:
         receiver_url = self.receiver.start()
         config_path = self.workdir / "demo.yaml"
         config_path.write_text(
-            yaml.safe_dump(demo_config(self.port, receiver_url, quick=self.quick), sort_keys=False)
+            yaml.safe_dump(demo_config(self.port, receiver_url), sort_keys=False)
         )
         self.say(f"rmswatch demo — files in {self.workdir}/ (store: {self.db_url})")
         self.say(
@@ -255,14 +277,7 @@ class Demo:
             threads = [self.train(s, position=i) for i, s in enumerate(wave)]
             for thread in threads:
                 thread.join()
-        diverged = self.wait_for(
-            lambda n: (
-                n.status == "firing"
-                and n.labels.get("run_id") == "ranker-retrain-002"
-                and n.labels.get("severity") == "page"
-            ),
-            timeout=60,
-        )
+        diverged = self.wait_for(is_divergence_page, timeout=60)
         self.say("")
         self.say(
             "all scenarios finished. "
@@ -273,7 +288,7 @@ class Demo:
             )
         )
         self.say(
-            f"  open http://127.0.0.1:{self.port}/oncall?job=ranker-retrain&run=ranker-retrain-002"
+            f"  open http://127.0.0.1:{self.port}/oncall?job=ranker-retrain&run={DIVERGED_RUN}"
             " to triage it, and export the postmortem from /postmortem."
         )
         if self.quick:
@@ -281,6 +296,25 @@ class Demo:
         self.say("serving the dashboard until Ctrl-C ...")
         while True:
             time.sleep(3600)
+
+
+def _run_of(n: Notification) -> str:
+    """The run an alert is about: health alerts carry it as an annotation (the fingerprint leaves
+    run_id out so a resumed run keeps its alert); SLO alerts are per job and have none."""
+    return n.labels.get("run_id") or n.annotations.get("run_id", "")
+
+
+DIVERGED_RUN = "ranker-retrain-002"
+DIVERGENCE_ALERTS = ("TrainingNonFinite", "TrainingLossDivergence")
+
+
+def is_divergence_page(n: Notification) -> bool:
+    return (
+        n.status == "firing"
+        and n.labels.get("severity") == "page"
+        and n.alertname in DIVERGENCE_ALERTS
+        and _run_of(n) == DIVERGED_RUN
+    )
 
 
 def _terminate_group(proc: subprocess.Popen[str], timeout: float) -> None:

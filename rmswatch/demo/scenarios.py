@@ -25,6 +25,11 @@ from torch import nn
 import rmswatch
 
 SCENARIOS: tuple[str, ...] = ("healthy", "diverge", "slow", "resume", "stall")
+# After the first non-finite loss the diverging job keeps stepping (burning GPU time, as real
+# jobs without a guard do) for this long before its own guard aborts it: long enough for the
+# server's evaluation ticks to see a running job with NaN and page.
+NONFINITE_SECONDS_BEFORE_ABORT = 12.0
+NONFINITE_STEP_DELAY = 0.1
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ def run(
     steps = 160 if quick else 600
     plan = {
         "healthy": Plan(steps=steps, seed=seed),
-        "diverge": Plan(steps=steps, seed=seed),
+        "diverge": Plan(steps=steps * 4, seed=seed),
         "slow": Plan(steps=steps, alpha=0.99999, lr=3e-3, seed=seed),
         "resume": Plan(steps=steps, seed=seed),
         "stall": Plan(steps=steps, seed=seed),
@@ -132,6 +137,7 @@ def run(
             detail="optimizer state missing from checkpoint; square_avg re-initialised to 0",
         )
 
+    print(json.dumps({"run_id": run_id, "event": "start", "steps": plan.steps}), flush=True)
     stop = {"requested": False}
 
     def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -141,6 +147,8 @@ def run(
     status = "succeeded"
     detail = ""
     data = batches(x, y, 64, plan.seed)
+    first_nonfinite: int | None = None
+    nonfinite_since = 0.0
     try:
         for i in range(plan.steps):
             if stop["requested"]:
@@ -150,7 +158,7 @@ def run(
             if scenario == "diverge" and i >= plan.steps // 3:
                 # someone "fixed" a slow run by raising the learning rate mid-run
                 for group in opt.param_groups:
-                    group["lr"] = min(group["lr"] * 1.6, 1e30)
+                    group["lr"] = min(group["lr"] * 3.0, 1e30)
             if scenario == "stall" and i == plan.steps // 2:
                 # a data-loader deadlock: the process is alive, no step ever comes
                 print(json.dumps({"run_id": run_id, "event": "stalled", "step": step}), flush=True)
@@ -173,16 +181,23 @@ def run(
                 monitor.record_validation(val, step=step)
             if scenario == "healthy" and step % plan.checkpoint_every == 0:
                 _checkpoint(monitor, checkpoint_path, model, opt, step)
-            if scenario == "diverge" and not math.isfinite(loss.item()):
-                # keep stepping a little so the non-finite counts are visible, then give up
-                if i > plan.steps // 3 + 40:
-                    status, detail = "failed", f"loss non-finite since step {step}; job aborted"
+            if scenario == "diverge" and first_nonfinite is None and not math.isfinite(loss.item()):
+                first_nonfinite, nonfinite_since = step, time.monotonic()
+            if first_nonfinite is not None:
+                if time.monotonic() - nonfinite_since >= NONFINITE_SECONDS_BEFORE_ABORT:
+                    status, detail = (
+                        "failed",
+                        f"loss non-finite since step {first_nonfinite}; aborted",
+                    )
                     break
+                time.sleep(NONFINITE_STEP_DELAY)
             if plan.step_delay:
                 time.sleep(plan.step_delay)
             if step % 20 == 0:
                 print(
-                    json.dumps({"run_id": run_id, "step": step, "loss": float(loss.item())}),
+                    json.dumps(
+                        {"run_id": run_id, "step": step, "done": i + 1, "loss": float(loss.item())}
+                    ),
                     flush=True,
                 )
     except Exception as exc:  # a crash is recorded as such, then re-raised
