@@ -106,8 +106,9 @@ def run(
     plan = {
         "healthy": Plan(steps=steps, seed=seed),
         "diverge": Plan(steps=steps * 4, seed=seed),
-        "slow": Plan(steps=steps, alpha=0.99999, lr=3e-3, seed=seed),
-        "resume": Plan(steps=steps, seed=seed),
+        # these two misbehave slowly: give the server's ticks time to watch them run
+        "slow": Plan(steps=steps, alpha=0.99999, lr=3e-3, seed=seed, step_delay=0.05),
+        "resume": Plan(steps=steps, seed=seed, step_delay=0.05),
         "stall": Plan(steps=steps, seed=seed),
     }[scenario]
     x, y, x_val, y_val = make_task()
