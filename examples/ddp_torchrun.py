@@ -36,7 +36,8 @@ def main() -> None:
     ddp = DistributedDataParallel(model)
     optimizer = torch.optim.RMSprop(ddp.parameters(), lr=1e-3)
 
-    port = None if args.prometheus_base_port is None else args.prometheus_base_port + rank
+    base = args.prometheus_base_port
+    port = None if base is None else (0 if base == 0 else base + rank)  # 0: any free port
     monitor = rmswatch.watch(
         optimizer,
         model=model,

@@ -1,0 +1,144 @@
+"""`rmswatch demo` end to end: real trainings, the real server, a real webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from rmswatch.demo import DIVERGED_RUN, DIVERGENCE_ALERTS, WAVES
+from tests.helpers import free_port, subprocess_env, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+HEALTHY_RUNS = {s.run_id for wave in WAVES for s in wave if s.name == "healthy"}
+PAGES = ("executive", "oncall", "debug", "slo", "postmortem")
+
+
+def _alerts(notifications: Path) -> list[dict[str, Any]]:
+    lines = notifications.read_text(encoding="utf-8").splitlines()
+    return [alert for line in lines for alert in json.loads(line)["alerts"]]
+
+
+def _run_of(alert: dict[str, Any]) -> str:
+    return str(alert["labels"].get("run_id") or alert["annotations"].get("run_id", ""))
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    workdir = tmp_path_factory.mktemp("demo")
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "rmswatch", "demo", "--quick", "--port", str(port),
+         "--dir", str(workdir)],
+        env=subprocess_env(), capture_output=True, text=True, timeout=540,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "The divergence page reached the webhook." in result.stdout
+    return workdir, result.stdout
+
+
+def test_the_divergence_page_reached_the_webhook_exactly_once(quick_demo: tuple[Path, str]) -> None:
+    workdir, _ = quick_demo
+    firing_pages = Counter(
+        alert["labels"]["alertname"]
+        for alert in _alerts(workdir / "notifications.jsonl")
+        if alert["status"] == "firing"
+        and alert["labels"].get("severity") == "page"
+        and alert["labels"]["alertname"] in DIVERGENCE_ALERTS
+        and _run_of(alert) == DIVERGED_RUN
+    )
+    assert firing_pages, "no divergence page for the diverging run"
+    assert all(count == 1 for count in firing_pages.values()), firing_pages
+
+
+def test_healthy_runs_raised_nothing(quick_demo: tuple[Path, str]) -> None:
+    workdir, _ = quick_demo
+    about_healthy = [
+        a for a in _alerts(workdir / "notifications.jsonl") if _run_of(a) in HEALTHY_RUNS
+    ]
+    assert about_healthy == []
+    with sqlite3.connect(workdir / "demo.db") as db:
+        statuses = dict(db.execute("SELECT run_id, status FROM runs").fetchall())
+        annotations = [row[0] for row in db.execute("SELECT annotations FROM alerts").fetchall()]
+    assert {run: statuses[run] for run in HEALTHY_RUNS} == dict.fromkeys(HEALTHY_RUNS, "succeeded")
+    assert not [a for a in annotations if json.loads(a).get("run_id") in HEALTHY_RUNS]
+    assert statuses[DIVERGED_RUN] == "failed"
+
+
+def test_every_view_answers_on_the_demo_store(quick_demo: tuple[Path, str]) -> None:
+    workdir, _ = quick_demo
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rmswatch", "serve", "--db", f"sqlite:///{workdir / 'demo.db'}",
+         "--port", str(port), "--no-scheduler"],
+        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: requests.get(f"{base}/healthz", timeout=2).ok, timeout=90,
+                   what="the server to answer /healthz")  # fmt: skip
+        for page in PAGES:
+            response = requests.get(
+                f"{base}/{page}", params={"job": "ranker-retrain", "run": DIVERGED_RUN}, timeout=30
+            )
+            assert response.status_code == 200, (page, response.text[:500])
+            # the Dash layout for the page (what the browser renders first) answers too
+            layout = requests.get(f"{base}/_dash-layout", timeout=30)
+            assert layout.status_code == 200
+        report = subprocess.run(
+            [sys.executable, "-m", "rmswatch", "report", "--db",
+             f"sqlite:///{workdir / 'demo.db'}", "--run", DIVERGED_RUN, "-o",
+             str(workdir / "report.html")],
+            env=subprocess_env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert report.returncode == 0, report.stderr
+        html = (workdir / "report.html").read_text(encoding="utf-8")
+        assert DIVERGED_RUN in html and "non-finite" in html
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_ctrl_c_stops_every_child_and_leaves_the_store_consistent(tmp_path: Path) -> None:
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "rmswatch", "demo", "--port", str(port), "--dir", str(tmp_path)],
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        # wait until the server and the first wave of trainings are up
+        def trainings_running() -> list[psutil.Process] | None:
+            children = psutil.Process(demo.pid).children(recursive=True)
+            scenarios = [c for c in children if "rmswatch.demo.scenarios" in " ".join(c.cmdline())]
+            return children if len(scenarios) == 2 else None
+
+        children = wait_until(trainings_running, timeout=120, interval=0.5,
+                              what="the demo's server and first two trainings")  # fmt: skip
+        time.sleep(2)  # let the trainings write some steps
+        demo.send_signal(signal.SIGINT)
+        output, _ = demo.communicate(timeout=90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, output[-3000:]
+    assert "stopping" in output
+    orphans = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert orphans == []
+    with sqlite3.connect(tmp_path / "demo.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        statuses = dict(db.execute("SELECT run_id, status FROM runs").fetchall())
+        steps = db.execute("SELECT COUNT(*) FROM steps").fetchone()[0]
+    assert statuses and steps > 0
+    # the interrupted trainings closed their runs rather than being left "running"
+    assert "running" not in statuses.values(), statuses
