@@ -26,3 +26,11 @@ def test_every_relative_link_in_the_readme_and_docs_points_at_a_file() -> None:
             if not (page.parent / target).exists():
                 missing.append(f"{page.relative_to(REPO_ROOT)} -> {target}")
     assert not missing, "broken links:\n" + "\n".join(missing)
+
+
+def test_benchmarks_md_is_assembled_from_the_current_results() -> None:
+    import subprocess
+    import sys
+
+    check = [sys.executable, str(REPO_ROOT / "benchmarks" / "assemble.py"), "--check"]
+    assert subprocess.run(check, capture_output=True).returncode == 0
