@@ -23,13 +23,13 @@ the comparisons hold even when the machine's absolute speed wanders. Machine: th
 reference box, 2 x86-64 cores and 24 GiB, no GPU, Python 3.11, torch 2.13.0 (CPU),
 PostgreSQL 15 on 127.0.0.1. Each section names the command that produced it.
 
-| area | what is measured | section |
-|---|---|---|
-| trainer hooks | ms/step: bare vs rmswatch every=1 / every=10 vs TensorBoard vs W&B; memory | Trainer hooks |
-| Prometheus | `/metrics` scrape time, 1,000-tensor model, cardinality guard on/off | Prometheus |
-| store | ingest rate into SQLite and PostgreSQL, 50 layers per record | Store |
-| alerting | one evaluation tick, 1,000 series x 30 days of 1-minute history | Alerting |
-| app | a 1,000,000-step run: page server time and peak memory | App |
+| area | what is measured |
+|---|---|
+| trainer hooks | ms/step: bare vs rmswatch every=1 / every=10 vs TensorBoard vs W&B; memory |
+| Prometheus | `/metrics` scrape time, 1,000-tensor model, cardinality guard on/off |
+| store | ingest rate into SQLite and PostgreSQL, 50 layers per record |
+| alerting | one evaluation tick, 1,000 series x 30 days of 1-minute history |
+| app | a 1,000,000-step run: page server time and peak memory |
 
 """
 
