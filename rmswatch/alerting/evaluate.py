@@ -100,6 +100,27 @@ class Evaluator:
         self._last_now = now_s
         return signals
 
+    def period_counts(self) -> pd.DataFrame:
+        """Good/total events per (SLO, series, coarse bucket) of the period as of the last tick:
+        what the budget-burn chart accumulates. `start`/`end` are the bucket's epoch bounds."""
+        parts = []
+        for state in self._states.values():
+            if state.history.end is None:
+                continue
+            counts = state.history.coarse_counts()
+            seconds = state.windows.bucket_seconds * COARSE_FACTOR
+            parts.append(
+                counts.assign(
+                    slo=state.spec.name,
+                    start=counts["bucket"] * float(seconds),
+                    end=(counts["bucket"] + 1) * float(seconds),
+                )
+            )
+        columns = ["slo", "key", "start", "end", "good", "total"]
+        if not parts:
+            return pd.DataFrame(columns=columns)
+        return pd.concat(parts, ignore_index=True)[columns]
+
     # -------------------------------------------------------------------------------- SLOs
 
     def _counts(self, spec: SloSpec, since: float, bucket_seconds: int) -> pd.DataFrame:

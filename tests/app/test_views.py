@@ -31,17 +31,6 @@ def _runs(statuses: list[str], job: str = "j") -> pd.DataFrame:
     )
 
 
-def test_running_runs_do_not_count_against_retrain_success() -> None:
-    rate = executive.retrain_success(_runs(["succeeded", "failed", "running"]), objective=0.5)
-    assert (rate.finished, rate.succeeded, rate.rate) == (2, 1, 0.5)
-    assert rate.budget_remaining == 0.0
-
-
-def test_error_budget_goes_negative_when_failures_exceed_the_allowance() -> None:
-    rate = executive.retrain_success(_runs(["failed"] * 2 + ["succeeded"] * 8), objective=0.95)
-    assert math.isclose(rate.budget_remaining, 1 - 0.2 / 0.05)
-
-
 def test_spend_is_gpu_hours_times_the_configured_price() -> None:
     daily = executive.gpu_spend_by_day(_runs(["succeeded", "succeeded"]), gpu_hour_usd=2.5)
     assert daily["gpu_hours"].sum() == 2.0 and daily["spend_usd"].sum() == 5.0
@@ -83,11 +72,6 @@ def test_loss_spikes_count_a_run_of_spiking_steps_once_and_nan_is_a_spike() -> N
     loss = [1.0] * 20 + [10.0, 11.0] + [1.0] * 5 + [math.nan]
     spikes = postmortem.loss_spikes(pd.DataFrame({"step": range(len(loss)), "loss": loss}))
     assert spikes["step"].tolist() == [20, 27]
-
-
-def test_budget_burn_falls_with_each_failed_run() -> None:
-    burn = slo.retrain_budget_burn(_runs(["succeeded", "failed", "succeeded"]), objective=0.5)
-    assert burn["budget_left"].tolist() == [1.0, 0.0, 1 - 1 / 1.5]
 
 
 def test_empty_figures_say_what_to_do_and_escape_job_text() -> None:
