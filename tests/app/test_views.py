@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from rmswatch.app.views import executive, oncall, postmortem, slo
+from rmswatch.app.views import executive, oncall, postmortem
 from rmswatch.app.views.common import empty_figure
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -78,3 +78,40 @@ def test_empty_figures_say_what_to_do_and_escape_job_text() -> None:
     fig = empty_figure("<b>x</b>", "no runs yet — <script>")
     assert "&lt;script&gt;" in fig.layout.annotations[0].text
     assert oncall.loss_figure(pd.DataFrame(), pd.DataFrame()).layout.annotations
+
+
+def test_timeline_interleaves_alerts_spikes_nans_checkpoints_and_validations_in_time_order() -> (
+    None
+):
+    t0 = pd.Timestamp(NOW)
+    step_times = pd.DataFrame(
+        {"step": range(1, 101), "time": [t0 + timedelta(seconds=s) for s in range(1, 101)]}
+    )
+    run = {"started_at": t0, "ended_at": None, "status": "running"}
+    alerts = pd.DataFrame(
+        {
+            "alertname": ["TrainingNonFinite"],
+            "severity": ["page"],
+            "summary": ["nan"],
+            "starts_at": [t0 + timedelta(seconds=70.5)],
+        }
+    )
+    spikes = pd.DataFrame({"step": [30], "loss": [9.0], "median": [1.0]})
+    first_bad = {"step": 61, "layers": [("fc.weight", 3)]}
+    checkpoints = pd.DataFrame(
+        {"step": [40, 80], "time": [t0 + timedelta(seconds=40), t0 + timedelta(seconds=80)],
+         "action": "save", "ok": True, "detail": "", "seconds": 0.01}
+    )  # fmt: skip
+    validations = pd.DataFrame(
+        {"step": [20, 60], "time": [t0 + timedelta(seconds=20), t0 + timedelta(seconds=60)],
+         "name": "val_loss", "value": [1.0, 0.9]}
+    )  # fmt: skip
+    events = postmortem.timeline(
+        run, alerts, spikes, first_bad, checkpoints, validations, step_times
+    )
+    assert events["kind"].tolist() == [
+        "run", "validation", "loss spike", "checkpoint save", "validation", "first non-finite",
+        "alert", "checkpoint save",
+    ]  # fmt: skip
+    assert events["step"].tolist()[1:] == [20, 30, 40, 60, 61, 70, 80]
+    assert events["time"].is_monotonic_increasing
