@@ -4,7 +4,7 @@ evaluation tick, so the app's browser tests read what a user's store would hold.
 Job `resnet-retrain`: two healthy runs that finish, then `resnet-bad` (a higher learning rate)
 whose `fc.weight` gradient gets one NaN injected at `NAN_STEP`; the NaN spreads through RMSprop's
 state and the run keeps running, so the evaluation tick raises real alerts (the non-finite health
-rule and the nonfinite-free-steps SLO burn). Job `evil-job` carries a `<script>` label.
+rule and the nonfinite-free-steps SLO burn). A job named like a `<script>` tag checks escaping.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def fill_by_training(url: str) -> TrainedStore:
         train(url, job=JOB, run_id=run_id, lr=1e-3, seed=seed)
     train(
         url,
-        job="evil-job",
+        job=SCRIPT_LABEL,
         run_id="evil-run",
         lr=1e-3,
         seed=7,

@@ -140,7 +140,7 @@ def refresh_status(_: int, __: Any) -> tuple[Any, Any, Any, Any]:
         _silence_options(active),
         table(
             jobs,
-            ["job", "run_id", "status", "last_step", "heartbeat", "stale"],
+            ["job", "run_id", "model", "cluster", "status", "last_step", "heartbeat", "stale"],
             id="jobs-table",
             empty=common.NO_RUNS,
         ),
