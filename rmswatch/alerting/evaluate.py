@@ -263,7 +263,7 @@ class Evaluator:
                 value = getattr(row, "burn_rate_" + _window_label(pairs[0].long))
                 summary = (
                     f"SLO {spec.name} ({spec.objective:g}%) for {job}: burn {burns}; "
-                    f"{row.budget_remaining:.0%} of the {_window_label(spec.period)} budget left"
+                    f"{_budget_words(row.budget_remaining, _window_label(spec.period))}"
                 )
                 description = (
                     f"{spec.description} Error budget burns faster than the {severity} "
@@ -494,6 +494,13 @@ def _bad_steps(spec: SloSpec, tails: pd.DataFrame, kinds: tuple[str, ...]) -> pd
 def _get(sums: dict[Any, tuple[float, float]], pk: Any) -> tuple[float, float]:
     bad, total = sums.get(pk, (0.0, 0.0))
     return float(bad), float(total)
+
+
+def _budget_words(remaining: Any, period: str) -> str:
+    # "-13233% left" reads as a bug at 3 a.m.; an overspent budget says how many budgets went
+    if remaining < 0:
+        return f"the {period} error budget is spent ({1 - remaining:.3g}x the budget)"
+    return f"{remaining:.0%} of the {period} budget left"
 
 
 def _fmt(value: float) -> str:

@@ -10,6 +10,7 @@ import pandas as pd
 from dash import Input, Output, callback, dcc, html
 
 from rmswatch.alerting.evaluate import SLO_ALERTNAME, SLO_STEPS_ALERTNAME
+from rmswatch.alerting.spec import format_duration
 from rmswatch.app.components import empty_state, graph, kpi, share_link, table
 from rmswatch.app.context import current
 from rmswatch.app.slo_source import SloSnapshot
@@ -70,8 +71,8 @@ def _summary(summary: pd.DataFrame) -> Any:
         return empty_state(common.NO_RUNS)
     shown = summary.assign(
         budget_left=[slo.budget_text(v) for v in summary["budget_left"]],
-        burn_now=[common.format_number(v, 3) + "x" for v in summary["burn_now"]],
-    )
+        burn_now=[slo.burn_text(v) for v in summary["burn_now"]],
+    ).rename(columns=slo.SUMMARY_HEADERS)
     return table(shown, id="slo-table")
 
 
@@ -120,10 +121,10 @@ def slo_detail(snapshot: SloSnapshot, name: str, series: str, engine: Any) -> An
                 ),
                 kpi(
                     f"Burn rate ({fast})",
-                    common.format_number(burn_now, 3) + "x",
+                    slo.burn_text(burn_now),
                     tone="bad" if burn_now > windows.windows[0].factor else "good",
                     detail=f"pages above {windows.windows[0].factor:g}x in both {fast} and "
-                    f"{common.format_age(windows.windows[0].short)}",
+                    f"{format_duration(windows.windows[0].short)}",
                 ),
                 kpi(
                     "Budget exhausted in",

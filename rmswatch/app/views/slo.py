@@ -38,6 +38,19 @@ SUMMARY_COLUMNS = [
     "alerting",
 ]
 
+SUMMARY_HEADERS = {
+    "series": "job",
+    "budget_left": "budget left",
+    "burn_now": "burn rate now",
+    "exhausted_in": "budget lasts",
+    "alerting": "alerting",
+}
+
+
+def burn_text(burn: float) -> str:
+    """`133x`; `no events` where the window held none (not `NaNx`)."""
+    return "no events" if burn is None or math.isnan(burn) else f"{burn:.3g}x"
+
 
 def format_exhaustion(seconds: float) -> str:
     """`not burning`, `spent`, or how long the budget lasts at the current burn rate."""
@@ -191,10 +204,11 @@ def budget_burn_figure(burn: pd.DataFrame, spec: SloSpec) -> go.Figure:
             hovertemplate="%{y:.1f}% left<br>%{customdata[0]:.0f} bad of %{customdata[1]:.0f}"
             "<extra>%{fullData.name}</extra>",
         )
-    lowest = float(burn["budget_left"].min()) * 100
+    # an overspent budget can be -13000%: the axis stops at -100% so 0..100 stays readable
+    bottom = max(float(burn["budget_left"].min()) * 100, -100.0) - 5
     fig.add_hline(y=0, line_color=AMBER, line_dash="dash", annotation_text="budget spent")
-    fig.add_hrect(y0=min(lowest, 0) - 5, y1=0, fillcolor=RED, opacity=0.08, line_width=0)
-    fig.update_yaxes(ticksuffix="%", range=[min(lowest, 0) - 5, 105])
+    fig.add_hrect(y0=min(bottom, -5), y1=0, fillcolor=RED, opacity=0.08, line_width=0)
+    fig.update_yaxes(ticksuffix="%", range=[min(bottom, -5), 105])
     return fig
 
 
