@@ -11,6 +11,7 @@ import hmac
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,14 +59,25 @@ class Server:
             self.scheduler = None
 
 
-def build_server(config: Config, engine: Engine, *, start_scheduler: bool = True) -> Server:
-    """Flask + Dash pages + ingest blueprint + auth (+ the alert scheduler when asked)."""
+def build_server(
+    config: Config,
+    engine: Engine,
+    *,
+    start_scheduler: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> Server:
+    """Flask + Dash pages + ingest blueprint + auth (+ the alert scheduler when asked).
+
+    Secrets (the basic-auth password, the ingest token) are read from `environ`, by default
+    the process environment. The pages use this `config` (SLOs, refresh, cost) too.
+    """
+    env = os.environ if environ is None else environ
     from rmswatch.app.context import AppContext
     from rmswatch.app.factory import create_app
 
     server = flask.Flask("rmswatch")
-    _install_auth(server, config)
-    _mount_ingest(server, engine, config)
+    _install_auth(server, config, env)
+    _mount_ingest(server, engine, config, env)
 
     @server.get("/healthz")
     def healthz() -> tuple[str, int]:
@@ -83,13 +95,13 @@ def build_server(config: Config, engine: Engine, *, start_scheduler: bool = True
     return Server(flask=server, dash=dash_app, engine=engine, config=config, scheduler=scheduler)
 
 
-def _install_auth(server: flask.Flask, config: Config) -> None:
+def _install_auth(server: flask.Flask, config: Config, environ: Mapping[str, str]) -> None:
     auth = config.server.auth
     if auth.basic is None and auth.trusted_header is None:
         return
     password = ""
     if auth.basic is not None:
-        password = os.environ.get(auth.basic.password_env, "")
+        password = environ.get(auth.basic.password_env, "")
         if not password:
             raise RuntimeError(
                 f"server.auth.basic is configured but ${auth.basic.password_env} is empty; "
@@ -123,10 +135,12 @@ def _basic_ok(header: str, username: str, password: str) -> bool:
     return hmac.compare_digest(user, username) & hmac.compare_digest(given, password)
 
 
-def _mount_ingest(server: flask.Flask, engine: Engine, config: Config) -> None:
+def _mount_ingest(
+    server: flask.Flask, engine: Engine, config: Config, environ: Mapping[str, str]
+) -> None:
     from rmswatch.collectors.ingest import create_blueprint
 
-    token = os.environ.get(config.server.ingest.token_env, "")
+    token = environ.get(config.server.ingest.token_env, "")
     server.register_blueprint(
         create_blueprint(engine, token=token, max_batch_bytes=config.server.ingest.max_batch_bytes)
     )

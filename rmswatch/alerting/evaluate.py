@@ -100,6 +100,27 @@ class Evaluator:
         self._last_now = now_s
         return signals
 
+    def period_counts(self) -> pd.DataFrame:
+        """Good/total events per (SLO, series, coarse bucket) of the period as of the last tick:
+        what the budget-burn chart accumulates. `start`/`end` are the bucket's epoch bounds."""
+        parts = []
+        for state in self._states.values():
+            if state.history.end is None:
+                continue
+            counts = state.history.coarse_counts()
+            seconds = state.windows.bucket_seconds * COARSE_FACTOR
+            parts.append(
+                counts.assign(
+                    slo=state.spec.name,
+                    start=counts["bucket"] * float(seconds),
+                    end=(counts["bucket"] + 1) * float(seconds),
+                )
+            )
+        columns = ["slo", "key", "start", "end", "good", "total"]
+        if not parts:
+            return pd.DataFrame(columns=columns)
+        return pd.concat(parts, ignore_index=True)[columns]
+
     # -------------------------------------------------------------------------------- SLOs
 
     def _counts(self, spec: SloSpec, since: float, bucket_seconds: int) -> pd.DataFrame:
@@ -242,7 +263,7 @@ class Evaluator:
                 value = getattr(row, "burn_rate_" + _window_label(pairs[0].long))
                 summary = (
                     f"SLO {spec.name} ({spec.objective:g}%) for {job}: burn {burns}; "
-                    f"{row.budget_remaining:.0%} of the {_window_label(spec.period)} budget left"
+                    f"{_budget_words(row.budget_remaining, _window_label(spec.period))}"
                 )
                 description = (
                     f"{spec.description} Error budget burns faster than the {severity} "
@@ -473,6 +494,13 @@ def _bad_steps(spec: SloSpec, tails: pd.DataFrame, kinds: tuple[str, ...]) -> pd
 def _get(sums: dict[Any, tuple[float, float]], pk: Any) -> tuple[float, float]:
     bad, total = sums.get(pk, (0.0, 0.0))
     return float(bad), float(total)
+
+
+def _budget_words(remaining: Any, period: str) -> str:
+    # "-13233% left" reads as a bug at 3 a.m.; an overspent budget says how many budgets went
+    if remaining < 0:
+        return f"the {period} error budget is spent ({1 - remaining:.3g}x the budget)"
+    return f"{remaining:.0%} of the {period} budget left"
 
 
 def _fmt(value: float) -> str:

@@ -193,6 +193,25 @@ class BucketHistory:
             total += self.fine[:, :n, : b + 1].sum(axis=2, dtype=np.float64)
         return total
 
+    def coarse_counts(self) -> pd.DataFrame:
+        """(key, bucket, good, total) per coarse bucket over the period, oldest first; buckets
+        with no events are left out."""
+        assert self.end is not None
+        n = len(self.keys)
+        newest = self.end // COARSE_FACTOR
+        buckets = np.arange(newest - self.coarse_len + 1, newest + 1)
+        slots = buckets % self.coarse_len
+        good, total = self.coarse[0, :n][:, slots], self.coarse[1, :n][:, slots]
+        rows, cols = np.nonzero(total > 0)
+        return pd.DataFrame(
+            {
+                "key": np.asarray(self.keys, dtype=object)[rows],
+                "bucket": buckets[cols],
+                "good": good[rows, cols],
+                "total": total[rows, cols],
+            }
+        ).sort_values(["key", "bucket"], ignore_index=True)
+
     def period_sums(self) -> tuple[FloatArray, FloatArray]:
         """(good, total) per series over the period, in whole coarse buckets."""
         n = len(self.keys)

@@ -14,6 +14,7 @@ from typing import Any
 import flask
 from sqlalchemy import Engine
 
+from rmswatch.app.slo_source import SloSnapshot, SloSource
 from rmswatch.config import Config
 
 CONFIG_KEY = "RMSWATCH_CONTEXT"
@@ -28,14 +29,11 @@ class AppContext:
     engine: Engine
     config: Config = field(default_factory=Config)
     clock: Callable[[], datetime] = utc_now
+    slo_source: SloSource = field(default_factory=SloSource, compare=False, repr=False)
 
-    def slo_objective(self, name: str, default: float = 0.95) -> float:
-        """The configured objective of an SLO as a fraction (config may say 95 or 0.95)."""
-        for spec in self.config.slos:
-            if spec.name == name:
-                objective = float(spec.objective)
-                return objective / 100.0 if objective > 1 else objective
-        return default
+    def slo_snapshot(self) -> SloSnapshot:
+        """Every SLO's numbers now, as the alerting engine computes them for this config."""
+        return self.slo_source.snapshot(self.engine, self.config, self.clock())
 
 
 def attach(server: flask.Flask, context: AppContext) -> None:

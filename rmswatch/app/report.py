@@ -48,15 +48,16 @@ def postmortem_data(engine: Engine, run_id: str) -> PostmortemData | None:
         postmortem.flatten_hyperparameters(run.get("hyperparameters")),
         postmortem.flatten_hyperparameters(baseline.get("hyperparameters") if baseline else None),
     )
-    steps = queries.step_series(engine, run_pk, ["loss"])
+    steps = queries.step_series(engine, run_pk, ["loss", "time"])
     spikes = postmortem.loss_spikes(steps)
     raised = alerts.run_alerts(engine, run_id)
     first_bad = queries.first_nonfinite(engine, run_pk)
     checkpoint_rows = queries.checkpoints(engine, run_pk)
     shown = downsample_frame(steps, ["loss"])
+    validations = queries.validations(engine, [run_pk])
     figure = oncall.loss_figure(
         shown,
-        queries.validations(engine, [run_pk]),
+        validations,
         oncall.alert_markers(
             raised, queries.steps_at(engine, run_pk, list(raised["starts_at"])), shown
         ),
@@ -70,7 +71,15 @@ def postmortem_data(engine: Engine, run_id: str) -> PostmortemData | None:
         spikes=spikes,
         first_nonfinite=first_bad,
         checkpoints=checkpoint_rows,
-        timeline=postmortem.timeline(run, raised, spikes, first_bad, checkpoint_rows),
+        timeline=postmortem.timeline(
+            run,
+            raised,
+            spikes,
+            first_bad,
+            checkpoint_rows,
+            validations,
+            steps[["step", "time"]],
+        ),
         loss_figure=figure,
     )
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from rmswatch.app.views import executive, oncall, postmortem, slo
+from rmswatch.app.views import executive, oncall, postmortem
 from rmswatch.app.views.common import empty_figure
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -29,17 +29,6 @@ def _runs(statuses: list[str], job: str = "j") -> pd.DataFrame:
             "gpu_seconds": 3600.0,
         }
     )
-
-
-def test_running_runs_do_not_count_against_retrain_success() -> None:
-    rate = executive.retrain_success(_runs(["succeeded", "failed", "running"]), objective=0.5)
-    assert (rate.finished, rate.succeeded, rate.rate) == (2, 1, 0.5)
-    assert rate.budget_remaining == 0.0
-
-
-def test_error_budget_goes_negative_when_failures_exceed_the_allowance() -> None:
-    rate = executive.retrain_success(_runs(["failed"] * 2 + ["succeeded"] * 8), objective=0.95)
-    assert math.isclose(rate.budget_remaining, 1 - 0.2 / 0.05)
 
 
 def test_spend_is_gpu_hours_times_the_configured_price() -> None:
@@ -85,12 +74,44 @@ def test_loss_spikes_count_a_run_of_spiking_steps_once_and_nan_is_a_spike() -> N
     assert spikes["step"].tolist() == [20, 27]
 
 
-def test_budget_burn_falls_with_each_failed_run() -> None:
-    burn = slo.retrain_budget_burn(_runs(["succeeded", "failed", "succeeded"]), objective=0.5)
-    assert burn["budget_left"].tolist() == [1.0, 0.0, 1 - 1 / 1.5]
-
-
 def test_empty_figures_say_what_to_do_and_escape_job_text() -> None:
     fig = empty_figure("<b>x</b>", "no runs yet — <script>")
     assert "&lt;script&gt;" in fig.layout.annotations[0].text
     assert oncall.loss_figure(pd.DataFrame(), pd.DataFrame()).layout.annotations
+
+
+def test_timeline_interleaves_alerts_spikes_nans_checkpoints_and_validations_in_time_order() -> (
+    None
+):
+    t0 = pd.Timestamp(NOW)
+    step_times = pd.DataFrame(
+        {"step": range(1, 101), "time": [t0 + timedelta(seconds=s) for s in range(1, 101)]}
+    )
+    run = {"started_at": t0, "ended_at": None, "status": "running"}
+    alerts = pd.DataFrame(
+        {
+            "alertname": ["TrainingNonFinite"],
+            "severity": ["page"],
+            "summary": ["nan"],
+            "starts_at": [t0 + timedelta(seconds=70.5)],
+        }
+    )
+    spikes = pd.DataFrame({"step": [30], "loss": [9.0], "median": [1.0]})
+    first_bad = {"step": 61, "layers": [("fc.weight", 3)]}
+    checkpoints = pd.DataFrame(
+        {"step": [40, 80], "time": [t0 + timedelta(seconds=40), t0 + timedelta(seconds=80)],
+         "action": "save", "ok": True, "detail": "", "seconds": 0.01}
+    )  # fmt: skip
+    validations = pd.DataFrame(
+        {"step": [20, 60], "time": [t0 + timedelta(seconds=20), t0 + timedelta(seconds=60)],
+         "name": "val_loss", "value": [1.0, 0.9]}
+    )  # fmt: skip
+    events = postmortem.timeline(
+        run, alerts, spikes, first_bad, checkpoints, validations, step_times
+    )
+    assert events["kind"].tolist() == [
+        "run", "validation", "loss spike", "checkpoint save", "validation", "first non-finite",
+        "alert", "checkpoint save",
+    ]  # fmt: skip
+    assert events["step"].tolist()[1:] == [20, 30, 40, 60, 61, 70, 80]
+    assert events["time"].is_monotonic_increasing

@@ -1,4 +1,5 @@
-"""The Dash pages in a real headless Chromium against a real `rmswatch serve` process.
+"""The Dash pages in a real headless Chromium against a real `rmswatch serve` process, on a store
+filled by real short RMSprop trainings (`tests.app.training`) and one real alert evaluation tick.
 
 Set RMSWATCH_SAVE_SCREENSHOTS=1 to refresh docs/screenshots/ from these runs.
 """
@@ -11,65 +12,86 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+import yaml
 
-from tests.app.fixtures import NAN_STEP, add_firing_alert, fill_store
+from rmswatch.config import load_config
+from tests.app.training import (
+    BAD_RUN,
+    GOOD_RUNS,
+    JOB,
+    NAN_LAYER,
+    NAN_STEP,
+    SCRIPT_LABEL,
+    evaluate_once,
+    fill_by_training,
+)
 from tests.helpers import REPO_ROOT, free_port, require_program, subprocess_env, wait_until
 
 pytestmark = pytest.mark.integration
 
-PAGES = ("oncall", "executive", "slo", "debug", "postmortem")
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
-SERVER_DB: list[str] = []  # the module server's store URL, for tests that read it back
+
+
+@dataclass
+class Served:
+    url: str
+    db: str
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     import requests
 
-    db = tmp_path_factory.mktemp("store") / "rmswatch.db"
-    SERVER_DB[:] = [f"sqlite:///{db}"]
-    engine = create_engine(f"sqlite:///{db}")
-    fill_store(engine)
-    add_firing_alert(engine)
-    engine.dispose()
+    require_program("chromium")
+    folder = tmp_path_factory.mktemp("store")
+    db = f"sqlite:///{folder / 'rmswatch.db'}"
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config_path = folder / "rmswatch.yml"
+    # the dashboard links in alerts point at this very server
+    config_path.write_text(yaml.safe_dump({"server": {"external_url": url}}), encoding="utf-8")
+    trained = fill_by_training(db)
+    result = evaluate_once(db, load_config(str(config_path)))
+    assert result is not None and result.transitions, "the evaluation tick raised no alert"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rmswatch",
-            "serve",
-            "--db",
-            f"sqlite:///{db}",
-            "--port",
-            str(port),
-            "--no-scheduler",
-        ],
+        [sys.executable, "-m", "rmswatch", "serve", "--db", db, "--config", str(config_path),
+         "--port", str(port), "--no-scheduler"],
         env=subprocess_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    )  # fmt: skip
     try:
         wait_until(
             lambda: requests.get(f"{url}/healthz", timeout=2).ok,
             timeout=60,
             what="rmswatch serve to answer /healthz",
         )
-        yield url
+        yield Served(url, db)
     finally:
+        trained.close()
         process.terminate()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def _store_alerts(db: str) -> Any:
+    from rmswatch.store.engine import make_engine
+    from rmswatch.store.queries import alerts_named
+
+    engine = make_engine(db)
+    try:
+        return alerts_named(engine, ["TrainingNonFinite", "SloErrorBudgetBurn"])
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -145,13 +167,12 @@ def _load(driver: Any, url: str, expected_graphs: int) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     ("page", "graphs"),
-    [("oncall", 4), ("executive", 3), ("slo", 1), ("debug", 4), ("postmortem", 1)],
+    [("oncall", 4), ("executive", 3), ("slo", 2), ("debug", 4), ("postmortem", 1)],
 )
 def test_page_loads_without_console_errors_and_its_graphs_hold_data(
-    server_url: str, browser: Any, page: str, graphs: int
+    served: Served, browser: Any, page: str, graphs: int
 ) -> None:
-    query = "?job=resnet-retrain&run=resnet-bad"
-    found = _load(browser, f"{server_url}/{page}{query}", graphs)
+    found = _load(browser, f"{served.url}/{page}?job={JOB}&run={BAD_RUN}", graphs)
     assert len(found) >= graphs
     assert _severe(browser) == []
     if os.environ.get("RMSWATCH_SAVE_SCREENSHOTS") == "1":
@@ -159,66 +180,137 @@ def test_page_loads_without_console_errors_and_its_graphs_hold_data(
         browser.save_screenshot(str(SCREENSHOTS / f"{page}.png"))
 
 
-def test_root_leads_to_oncall_while_an_alert_is_firing(server_url: str, browser: Any) -> None:
-    browser.get(server_url + "/")
+def test_root_leads_to_oncall_while_an_alert_is_firing(served: Served, browser: Any) -> None:
+    browser.get(served.url + "/")
     wait_until(lambda: browser.current_url.endswith("/oncall"), timeout=20)
 
 
+def test_the_slo_page_shows_the_evaluators_budget_and_the_alerts_the_slo_raised(
+    served: Served, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    _load(browser, f"{served.url}/slo?slo=nonfinite-free-steps&job={JOB}", 2)
+    summary = browser.find_element(By.ID, "slo-table").text
+    assert "nonfinite-free-steps" in summary and "page" in summary
+    budget = browser.find_element(By.ID, "kpi-budget").text
+    assert "spent" in budget  # 40 NaN steps of 300 against a 0.1% budget
+    raised = wait_until(
+        lambda: browser.find_element(By.ID, "slo-alerts").text, timeout=20, what="alerts"
+    )
+    assert "SloErrorBudgetBurn" in raised and "TrainingNonFinite" not in raised
+
+
+def test_an_alerts_dashboard_link_opens_oncall_on_its_run_and_time_window(
+    served: Served, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    alerts = _store_alerts(served.db)
+    link = alerts[alerts["alertname"] == "TrainingNonFinite"]["dashboard_url"].iloc[0]
+    assert link.startswith(f"{served.url}/oncall?job=") and "&from=20" in link
+    _load(browser, link, 4)
+    assert "(from the alert link)" in browser.find_element(By.ID, "oncall-window").text
+    picked = browser.find_element(By.ID, "oncall-run").text
+    assert BAD_RUN in picked
+    # a window that ended before any run started holds none of them
+    browser.get(f"{served.url}/oncall?job={JOB}&from=2020-01-01T00:00:00Z&to=2020-01-01T01:00:00Z")
+    wait_until(
+        lambda: "no runs active 2020-01-01 00:00" in browser.find_element(By.TAG_NAME, "body").text,
+        timeout=20,
+        what="the empty window message",
+    )
+
+
+def _pick_alert_in_silence_picker(browser: Any, alertname: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "silence-target").click()
+    wait_until(
+        lambda: [
+            e
+            for e in browser.find_elements(By.XPATH, f"//*[contains(text(), '{alertname}')]")
+            if e.is_displayed() and e.find_elements(By.XPATH, "ancestor::*[@role='option']")
+        ],
+        timeout=10,
+        what=f"{alertname} in the silence picker",
+    )[-1].click()
+
+
 def test_a_silence_created_on_the_oncall_page_lands_in_the_store(
-    server_url: str, browser: Any
+    served: Served, browser: Any
 ) -> None:
     from selenium.webdriver.common.by import By
 
     from rmswatch.store.engine import make_engine
     from rmswatch.store.queries import silences
 
-    _load(browser, f"{server_url}/oncall", 4)
-    browser.find_element(By.ID, "silence-target").click()
-    wait_until(
-        lambda: [
-            e
-            for e in browser.find_elements(By.XPATH, "//*[contains(text(), 'NonFiniteLoss')]")
-            if e.is_displayed()
-        ],
-        timeout=10,
-        what="the alert in the silence picker",
-    )[-1].click()
+    _load(browser, f"{served.url}/oncall", 4)
+    _pick_alert_in_silence_picker(browser, "TrainingNonFinite")
     browser.find_element(By.XPATH, "//label[contains(., '4h')]").click()
     browser.find_element(By.ID, "silence-author").send_keys("night-oncall")
     browser.find_element(By.ID, "silence-comment").send_keys("investigating the LR spike")
     browser.find_element(By.ID, "silence-submit").click()
     wait_until(
-        lambda: "silenced NonFiniteLoss" in browser.find_element(By.ID, "silence-result").text,
+        lambda: "silenced TrainingNonFinite" in browser.find_element(By.ID, "silence-result").text,
         timeout=20,
         what="the silence confirmation",
     )
-    engine = make_engine(SERVER_DB[0])
+    engine = make_engine(served.db)
     try:
         created = silences(engine)
     finally:
         engine.dispose()
     row = created.iloc[0]
     assert (row["author"], row["comment"]) == ("night-oncall", "investigating the LR spike")
+    assert 'alertname="TrainingNonFinite"' in row["matchers"] and JOB in row["matchers"]
     assert (row["ends_at"] - row["starts_at"]).total_seconds() == 4 * 3600
 
 
-def test_layer_picker_changes_the_debug_graphs(server_url: str, browser: Any) -> None:
+def test_acknowledge_on_the_oncall_page_lands_in_the_store(served: Served, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    _load(browser, f"{server_url}/debug?run=resnet-good", 4)
+    _load(browser, f"{served.url}/oncall", 4)
+    browser.find_element(By.ID, "silence-author").send_keys("ack-person")
+    button = wait_until(
+        lambda: browser.find_elements(
+            By.XPATH, "//table[@id='alerts-table']//tr[td[text()='SloErrorBudgetBurn']]//button"
+        ),
+        timeout=20,
+        what="an Acknowledge button on the SLO burn alert",
+    )[0]
+    button.click()
+    wait_until(
+        lambda: "acknowledged by ack-person" in browser.find_element(By.ID, "silence-result").text,
+        timeout=20,
+        what="the acknowledgement confirmation",
+    )
+    alerts = _store_alerts(served.db)
+    acked = alerts[alerts["acknowledged_by"] == "ack-person"]
+    assert acked["alertname"].tolist() == ["SloErrorBudgetBurn"]
+    assert acked["acknowledged_at"].notna().all()
+
+
+def test_layer_picker_changes_the_debug_graphs(served: Served, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    _load(browser, f"{served.url}/debug?run={GOOD_RUNS[0]}", 4)
     title_js = (
         "return document.getElementById('debug-series')"
         ".querySelector('.js-plotly-plot').layout.title.text"
     )
     assert "conv1.weight" in browser.execute_script(title_js)
+    series_js = (
+        "return JSON.stringify(document.getElementById('debug-series')"
+        ".querySelector('.js-plotly-plot')._fullData.map(t => Array.from(t.y || [])))"
+    )
+    before = browser.execute_script(series_js)
     browser.find_element(By.ID, "debug-layer").click()
     option = wait_until(
         lambda: [
             e
             for e in browser.find_elements(By.XPATH, "//*[normalize-space(text())='fc.weight']")
-            if e.is_displayed()
-            and e.find_elements(By.XPATH, "ancestor::*[@role='option']")
-            or e.get_attribute("role") == "option"
+            if e.is_displayed() and e.find_elements(By.XPATH, "ancestor-or-self::*[@role='option']")
         ],
         timeout=10,
         what="the fc.weight option",
@@ -234,31 +326,34 @@ def test_layer_picker_changes_the_debug_graphs(server_url: str, browser: Any) ->
         ".querySelector('.js-plotly-plot').layout.title.text"
     )
     assert "fc.weight" in browser.execute_script(heatmap_title)
+    assert browser.execute_script(series_js) != before  # other numbers, not only a new title
     assert _severe(browser) == []
 
 
 def test_postmortem_export_downloads_a_report_naming_the_first_nonfinite_step(
-    server_url: str, browser: Any
+    served: Served, browser: Any
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    _load(browser, f"{server_url}/postmortem?run=resnet-bad", 1)
+    _load(browser, f"{served.url}/postmortem?run={BAD_RUN}", 1)
+    assert str(NAN_STEP) in browser.find_element(By.ID, "kpi-first-nonfinite").text
     browser.find_element(By.ID, "pm-export").click()
     downloads: Path = browser.downloads_dir
     report = wait_until(
         lambda: [p for p in downloads.glob("*.html")], timeout=30, what="the report download"
     )[0]
     text = report.read_text(encoding="utf-8")
-    assert f"First non-finite step: {NAN_STEP} in fc.weight" in text
+    assert f"First non-finite step: {NAN_STEP} in {NAN_LAYER}" in text
+    assert "TrainingNonFinite" in text  # the real alert is in its timeline
 
 
-def test_text_from_training_jobs_is_shown_not_executed(server_url: str, browser: Any) -> None:
+def test_text_from_training_jobs_is_shown_not_executed(served: Served, browser: Any) -> None:
     for page in ("oncall", "executive", "postmortem?run=evil-run"):
-        browser.get(f"{server_url}/{page}")
+        browser.get(f"{served.url}/{page}")
         wait_until(
-            lambda: "<script>" in browser.find_element("tag name", "body").text,
+            lambda: SCRIPT_LABEL in browser.find_element("tag name", "body").text,
             timeout=30,
-            what=f"the <script> label shown as text on {page}",
+            what=f"the <script> job name shown as text on {page}",
         )
         assert browser.execute_script("return window.__pwned === undefined")
 

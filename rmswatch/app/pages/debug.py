@@ -91,7 +91,11 @@ def layer_figures(run_id: str | None, layer: str | None, _: int) -> tuple[Any, A
     series = queries.layer_series(context.engine, run_pk, layer, ["grad_norm", "update_ratio"])
     return (
         debug.rms_heatmap(hists, run.get("hist_edges") or [], layer),
-        debug.layer_series_figure(downsample_frame(series, ["grad_norm", "update_ratio"]), layer),
+        debug.layer_series_figure(
+            downsample_frame(series, ["grad_norm", "update_ratio"]),
+            layer,
+            (queries.first_nonfinite(context.engine, run_pk) or {}).get("step"),
+        ),
         share_link("/debug", job=run["job"], run=run["run_id"], layer=layer),
     )
 

@@ -8,10 +8,12 @@ import dash
 import pandas as pd
 from dash import Input, Output, callback, dcc, html
 
+from rmswatch.alerting.spec import SloSpec, format_duration
 from rmswatch.app.components import empty_state, graph, kpi, table
 from rmswatch.app.context import current
 from rmswatch.app.selection import Selection, from_query, runs_for
 from rmswatch.app.views import common, executive
+from rmswatch.app.views import slo as slo_views
 from rmswatch.store.queries import views as queries
 
 dash.register_page(
@@ -49,28 +51,16 @@ def body(selection: Selection) -> Any:
         runs = runs[runs["job"] == selection.job]
     if runs.empty:
         return empty_state(common.NO_RUNS)
-    objective = context.slo_objective(RETRAIN_SLO)
-    success = executive.retrain_success(runs, objective)
+    snapshot = context.slo_snapshot()
+    jobs = sorted(runs["job"].unique())
+    spec = snapshot.specs.get(RETRAIN_SLO)
     deltas = executive.validation_delta_per_run(
         runs, queries.validations(context.engine, [int(pk) for pk in runs["run_pk"]])
     )
     daily = executive.gpu_spend_by_day(runs, context.config.cost.gpu_hour_usd)
     drift = executive.drift_kpi(queries.sli_samples(context.engine))
-    budget = success.budget_remaining
-    cards = [
-        kpi(
-            "Retrain success",
-            common.format_percent(success.rate),
-            tone="good" if success.rate >= objective else "bad",
-            detail=f"{success.succeeded}/{success.finished} finished · SLO "
-            f"{common.format_percent(objective)}",
-            id="kpi-success",
-        ),
-        kpi(
-            "Error budget left",
-            common.format_percent(budget),
-            tone="good" if budget > 0.25 else "warn" if budget > 0 else "bad",
-        ),
+    cards = [*_retrain_cards(snapshot.table, spec, jobs)]
+    cards += [
         kpi(
             "Avg val-loss delta",
             common.format_number(deltas["delta"].mean() if not deltas.empty else None),
@@ -83,7 +73,7 @@ def body(selection: Selection) -> Any:
         ),
         *_drift_cards(drift),
     ]
-    compliance = _compliance(runs, objective)
+    objective = spec.objective_ratio if spec is not None else None
     return [
         html.Div(cards, className="kpis"),
         html.Div(
@@ -97,8 +87,30 @@ def body(selection: Selection) -> Any:
             className="row",
         ),
         graph("exec-valdelta", executive.validation_delta_figure(deltas)),
-        html.H2("SLO compliance by job"),
-        table(compliance, id="compliance-table"),
+        html.H2("SLO compliance by job (error budget left over each SLO's period)"),
+        table(executive.compliance_table(snapshot.table, jobs), id="compliance-table"),
+    ]
+
+
+def _retrain_cards(table: pd.DataFrame, spec: SloSpec | None, jobs: list[str]) -> list[Any]:
+    if spec is None:
+        return [kpi("Retrain success", "—", detail=f"no SLO named {RETRAIN_SLO} configured")]
+    rollup = executive.slo_rollup(table, spec, jobs)
+    return [
+        kpi(
+            "Retrain success",
+            common.format_percent(rollup.rate),
+            tone="neutral" if not rollup.events else "good" if rollup.budget_left > 0 else "bad",
+            detail=f"{rollup.events - rollup.bad}/{rollup.events} finished · SLO "
+            f"{spec.objective:g}% over {format_duration(spec.period)}",
+            id="kpi-success",
+        ),
+        kpi(
+            "Retrain error budget left",
+            slo_views.budget_text(rollup.budget_left),
+            tone=slo_views.budget_tone(rollup.budget_left),
+            id="kpi-budget",
+        ),
     ]
 
 
@@ -113,23 +125,3 @@ def _drift_cards(drift: pd.DataFrame) -> list[Any]:
         )
         for row in drift.head(3).itertuples(index=False)
     ]
-
-
-def _compliance(runs: pd.DataFrame, objective: float) -> pd.DataFrame:
-    rows = []
-    for job, group in runs.groupby("job"):
-        rate = executive.retrain_success(group, objective)
-        rows.append(
-            {
-                "job": job,
-                "runs": len(group),
-                "finished": rate.finished,
-                "success": common.format_percent(rate.rate),
-                "objective": common.format_percent(objective),
-                "budget left": common.format_percent(rate.budget_remaining),
-                "meets SLO": "yes"
-                if rate.finished and rate.rate >= objective
-                else ("—" if not rate.finished else "NO"),
-            }
-        )
-    return pd.DataFrame(rows)

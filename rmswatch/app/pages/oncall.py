@@ -13,7 +13,7 @@ from rmswatch.app import alerts
 from rmswatch.app.components import empty_state, graph, kpi, run_picker, share_link, table
 from rmswatch.app.context import current
 from rmswatch.app.downsample import downsample_frame
-from rmswatch.app.selection import from_query, pick_run, runs_for
+from rmswatch.app.selection import describe, from_query, pick_run, runs_for
 from rmswatch.app.views import common, oncall
 from rmswatch.store.queries import views as queries
 
@@ -30,15 +30,27 @@ RUNBOOKS = (
 
 def layout(**query: Any) -> Any:
     context = current()
-    selection = from_query(query)
+    selection = from_query(query, context.clock())
     runs = runs_for(context.engine, selection)
+    window = describe(selection)
+    scope = (
+        html.P(
+            [f"Showing {window} (from the alert link). ", html.A("Show all runs", href="/oncall")],
+            className="note",
+            id="oncall-window",
+        )
+        if window
+        else None
+    )
     if runs.empty:
-        return html.Div([html.H1("On-call"), empty_state(common.NO_RUNS)])
+        message = f"no {window}" if window else common.NO_RUNS
+        return html.Div([html.H1("On-call"), scope, empty_state(message)])
     chosen = pick_run(runs, selection.run, selection.job)
     run_id = chosen["run_id"] if chosen else None
     return html.Div(
         [
             html.H1("On-call"),
+            scope,
             html.Div(id="oncall-kpis", className="kpis"),
             html.H2("Active alerts"),
             html.Div(id="oncall-alerts"),
@@ -128,7 +140,7 @@ def refresh_status(_: int, __: Any) -> tuple[Any, Any, Any, Any]:
         _silence_options(active),
         table(
             jobs,
-            ["job", "run_id", "status", "last_step", "heartbeat", "stale"],
+            ["job", "run_id", "model", "cluster", "status", "last_step", "heartbeat", "stale"],
             id="jobs-table",
             empty=common.NO_RUNS,
         ),

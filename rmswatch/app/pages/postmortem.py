@@ -56,7 +56,11 @@ def show(run_id: str | None) -> tuple[Any, str]:
                 kpi(
                     "Status",
                     str(run["status"]),
-                    tone="good" if run["status"] == "succeeded" else "bad",
+                    tone="good"
+                    if run["status"] == "succeeded"
+                    else "warn"
+                    if run["status"] == "running"
+                    else "bad",
                     detail=str(run.get("status_detail") or ""),
                 ),
                 kpi(

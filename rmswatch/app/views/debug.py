@@ -54,8 +54,11 @@ def eff_lr_heatmap(matrix: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def layer_series_figure(series: pd.DataFrame, layer: str) -> go.Figure:
-    """Gradient norm and update ratio of one layer, two y axes."""
+def layer_series_figure(
+    series: pd.DataFrame, layer: str, first_nonfinite_step: int | None = None
+) -> go.Figure:
+    """Gradient norm and update ratio of one layer, two log y axes; the run's first non-finite
+    step marked (the curves stop there: NaN has no place on a log axis)."""
     title = f"Gradient norm and update ratio — {layer}"
     if series.empty:
         return empty_figure(title, "no statistics for this layer yet — pick another layer")
@@ -70,8 +73,19 @@ def layer_series_figure(series: pd.DataFrame, layer: str) -> go.Figure:
         yaxis="y2",
         line={"color": AMBER},
     )
-    fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "type": "log"})
-    fig.update_yaxes(type="log", selector={"anchor": "x"})
+    fig.update_layout(
+        yaxis={"type": "log", "title": {"text": "grad norm"}, "exponentformat": "e"},
+        yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "type": "log",
+                "title": {"text": "update ratio"}, "exponentformat": "e"},
+    )  # fmt: skip
+    if first_nonfinite_step is not None:
+        fig.add_vline(
+            x=first_nonfinite_step,
+            line_color=RED,
+            line_width=2,
+            annotation_text=f"first NaN/Inf: step {first_nonfinite_step}",
+            annotation_font_color=RED,
+        )
     fig.update_xaxes(title_text="step")
     return fig
 

@@ -3,42 +3,76 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from rmswatch.app.views.common import AMBER, BLUE, GREEN, RED, empty_figure, figure
+from rmswatch.alerting.slo import budget_remaining
+from rmswatch.alerting.spec import SloSpec
+from rmswatch.app.views.common import (
+    AMBER,
+    BLUE,
+    GREEN,
+    RED,
+    empty_figure,
+    figure,
+    format_percent,
+)
 
-FINISHED_OK = frozenset({"succeeded"})
 STILL_RUNNING = frozenset({"running"})
 
 
 @dataclass(frozen=True, slots=True)
-class SuccessRate:
-    finished: int
-    succeeded: int
-    objective: float  # a fraction, e.g. 0.95
+class SloRollup:
+    """One SLO over several series, from the evaluator's period counts."""
+
+    events: int
+    bad: int
+    objective: float  # a percentage, e.g. 95
+    budget_left: float
 
     @property
     def rate(self) -> float:
-        return self.succeeded / self.finished if self.finished else math.nan
-
-    @property
-    def budget_remaining(self) -> float:
-        """Share of the error budget left: 1 - (failure ratio / allowed failure ratio)."""
-        if not self.finished:
-            return 1.0
-        allowed = 1.0 - self.objective
-        failed = 1.0 - self.rate
-        return 1.0 - failed / allowed if allowed > 0 else (1.0 if failed == 0 else -math.inf)
+        return (self.events - self.bad) / self.events if self.events else math.nan
 
 
-def retrain_success(runs: pd.DataFrame, objective: float) -> SuccessRate:
-    """Succeeded runs over finished runs (a run still marked running is not counted)."""
-    finished = runs[~runs["status"].isin(STILL_RUNNING)] if not runs.empty else runs
-    succeeded = int(finished["status"].isin(FINISHED_OK).sum()) if not finished.empty else 0
-    return SuccessRate(finished=len(finished), succeeded=succeeded, objective=objective)
+def slo_rollup(table: pd.DataFrame, spec: SloSpec, jobs: Sequence[str] | None = None) -> SloRollup:
+    """An SLO's events summed over its series (the jobs given, or all), with the budget left by
+    the alerting engine's own formula."""
+    rows = table[table["slo"] == spec.name] if not table.empty else table
+    if jobs is not None and not rows.empty:
+        rows = rows[rows["key"].isin(list(jobs))]
+    events = float(rows["events_period"].sum()) if not rows.empty else 0.0
+    bad = float(rows["bad_period"].sum()) if not rows.empty else 0.0
+    left = float(budget_remaining(np.array([bad]), np.array([events]), spec.error_budget)[0])
+    return SloRollup(events=int(events), bad=int(bad), objective=spec.objective, budget_left=left)
+
+
+def compliance_table(table: pd.DataFrame, jobs: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per job: the budget left of every SLO (a cell per SLO) and whether all are within budget.
+
+    A series with no events in the period shows `no events` and does not break compliance.
+    """
+    if table.empty:
+        return pd.DataFrame(columns=["job", "within budget"])
+    rows = table if jobs is None else table[table["key"].isin(list(jobs))]
+    cells = rows.assign(
+        cell=[
+            "no events" if events == 0 else format_percent(left) if left >= 0 else "SPENT"
+            for events, left in zip(rows["events_period"], rows["budget_remaining"], strict=True)
+        ],
+        breach=(rows["events_period"] > 0) & (rows["budget_remaining"] < 0),
+    )
+    wide = cells.pivot_table(index="key", columns="slo", values="cell", aggfunc="first")
+    wide = wide.reindex(columns=list(dict.fromkeys(rows["slo"]))).fillna("—")
+    breached = cells.groupby("key")["breach"].any()
+    wide.insert(0, "within budget", ["NO" if breached[key] else "yes" for key in wide.index])
+    wide = wide.assign(_order=breached.reindex(wide.index).to_numpy())
+    wide = wide.sort_values(["_order"], ascending=False, kind="stable").drop(columns="_order")
+    return wide.rename_axis(index="job", columns=None).reset_index()
 
 
 def validation_delta_per_run(runs: pd.DataFrame, validations: pd.DataFrame) -> pd.DataFrame:
@@ -79,8 +113,8 @@ def drift_kpi(samples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(latest[columns]).reset_index(drop=True)
 
 
-def success_trend_figure(runs: pd.DataFrame, objective: float) -> go.Figure:
-    """Daily retrain success rate against the objective line."""
+def success_trend_figure(runs: pd.DataFrame, objective: float | None) -> go.Figure:
+    """Daily retrain success rate against the objective line (a fraction; None: no SLO)."""
     title = "Retrain success rate per day"
     finished = runs[~runs["status"].isin(STILL_RUNNING)] if not runs.empty else runs
     if finished.empty:
@@ -93,9 +127,10 @@ def success_trend_figure(runs: pd.DataFrame, objective: float) -> go.Figure:
         .mean()
     )
     fig = figure(title)
-    colors = [GREEN if rate >= objective else RED for rate in daily["ok"]]
+    colors = [GREEN if objective is None or rate >= objective else RED for rate in daily["ok"]]
     fig.add_bar(x=daily["day"], y=daily["ok"] * 100, marker_color=colors, name="success %")
-    fig.add_hline(y=objective * 100, line_dash="dash", line_color=AMBER, annotation_text="SLO")
+    if objective is not None:
+        fig.add_hline(y=objective * 100, line_dash="dash", line_color=AMBER, annotation_text="SLO")
     fig.update_yaxes(range=[0, 105], ticksuffix="%")
     fig.update_xaxes(tickformat="%b %d", dtick=86_400_000)
     return fig

@@ -24,13 +24,19 @@ STATUS_ORDER = {"diverged": 0, "failed": 1, "crashed": 1, "stalled": 2, "running
 
 def jobs_table(runs: pd.DataFrame, now: datetime, stale_after_s: float = 300.0) -> pd.DataFrame:
     """The newest run of every job with its status and heartbeat age, worst first."""
-    columns = ["job", "run_id", "status", "last_step", "heartbeat", "heartbeat_s", "stale"]
+    columns = ["job", "run_id", "model", "cluster", "status", "last_step", "heartbeat",
+               "heartbeat_s", "stale"]  # fmt: skip
     if runs.empty:
         return pd.DataFrame(columns=columns)
     newest = runs.sort_values("started_at").groupby("job", as_index=False).tail(1).copy()
     beat = newest["last_step_at"].fillna(newest["started_at"])
     newest["heartbeat_s"] = (pd.Timestamp(now) - beat).dt.total_seconds()
     newest["heartbeat"] = [format_age(s) for s in newest["heartbeat_s"]]
+    labels = newest["labels"] if "labels" in newest else pd.Series([{}] * len(newest))
+    for name in ("model", "cluster"):
+        newest[name] = [
+            str(found.get(name, "")) if isinstance(found, dict) else "" for found in labels
+        ]
     newest["stale"] = (newest["status"] == "running") & (newest["heartbeat_s"] > stale_after_s)
     newest["rank"] = [STATUS_ORDER.get(s, 4) for s in newest["status"]]
     newest = newest.sort_values(["stale", "rank", "job"], ascending=[False, True, True])

@@ -76,8 +76,11 @@ def timeline(
     spikes: pd.DataFrame,
     first_bad: Mapping[str, Any] | None,
     checkpoints: pd.DataFrame,
+    validations: pd.DataFrame | None = None,
+    step_times: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One table of what happened, in order: start, alerts, spikes, NaNs, checkpoints, end."""
+    """One table of what happened, in time order: start, alerts, loss spikes, the first
+    non-finite step, checkpoints, validations, end (`step_times` places step-only events)."""
     events: list[dict[str, Any]] = [
         {"time": run["started_at"], "step": None, "kind": "run", "what": "run started"}
     ]
@@ -120,6 +123,16 @@ def timeline(
         }
         for point in _rows(checkpoints)
     )
+    if validations is not None:
+        events.extend(
+            {
+                "time": getattr(point, "time", None),
+                "step": int(point.step),
+                "kind": "validation",
+                "what": f"{getattr(point, 'name', 'val_loss')} {point.value:.4g}",
+            }
+            for point in _rows(validations)
+        )
     if run.get("ended_at") is not None and not pd.isna(run.get("ended_at")):
         events.append(
             {
@@ -131,7 +144,43 @@ def timeline(
         )
     frame = pd.DataFrame(events, columns=["time", "step", "kind", "what"])
     frame["time"] = pd.to_datetime(frame["time"], utc=True)
-    # events known only by step sort among the timed ones by step order
-    frame["order_step"] = pd.to_numeric(frame["step"], errors="coerce")
-    frame = frame.sort_values(["order_step", "time"], na_position="first", kind="stable")
-    return frame.drop(columns="order_step").reset_index(drop=True)
+    return order_events(frame, step_times)
+
+
+def order_events(frame: pd.DataFrame, step_times: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every event in one order. An event known only by its step gets that step's time from
+    `step_times` (step, time); one known only by its time gets the last step at or before it;
+    events then sort by time, ties by step, so alerts, spikes, NaNs and checkpoints interleave
+    as they happened."""
+    frame = frame.copy()
+    frame["step"] = pd.to_numeric(frame["step"], errors="coerce").astype("Float64")
+    if step_times is not None and not step_times.empty:
+        known = step_times.dropna(subset=["time"]).sort_values("step")
+        known = known.assign(time=pd.to_datetime(known["time"], utc=True))
+        by_step = known.set_index("step")["time"]
+        missing_time = frame["time"].isna() & frame["step"].notna()
+        frame.loc[missing_time, "time"] = frame.loc[missing_time, "step"].map(
+            lambda step: _time_at(by_step, float(step))
+        )
+        missing_step = frame["step"].isna() & frame["time"].notna()
+        if missing_step.any():
+            timed = frame.loc[missing_step, ["time"]].assign(
+                time=lambda f: pd.to_datetime(f["time"], utc=True)
+            )
+            placed = pd.merge_asof(
+                timed.reset_index().sort_values("time"),
+                known[["time", "step"]].rename(columns={"step": "found"}),
+                on="time",
+                direction="backward",
+            ).set_index("index")
+            frame.loc[placed.index, "step"] = placed["found"].astype("Float64")
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    frame = frame.sort_values(["time", "step"], na_position="last", kind="stable")
+    frame["step"] = frame["step"].astype("Int64")
+    return frame.reset_index(drop=True)
+
+
+def _time_at(by_step: pd.Series, step: float) -> Any:
+    """The time of `step`, or of the nearest recorded step before it (telemetry may be sparse)."""
+    before = by_step[by_step.index <= step]
+    return before.iloc[-1] if not before.empty else pd.NaT

@@ -1,68 +1,237 @@
-"""SLO views: budget burn over the period from finished runs, and the per-window burn table."""
+"""SLO views over the alerting engine's own numbers (`Evaluator.slo_table`, `period_counts`):
+the summary per SLO and series, burn rate per window, the budget-burn chart, the alerts raised.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from rmswatch.app.views.common import AMBER, BLUE, RED, empty_figure, figure
+from rmswatch.alerting.slo import SloWindows, budget_remaining
+from rmswatch.alerting.spec import SloSpec, format_duration
+from rmswatch.app.views.common import (
+    AMBER,
+    BLUE,
+    GREEN,
+    MUTED,
+    RED,
+    SERIES,
+    empty_figure,
+    figure,
+    format_age,
+    format_percent,
+)
+
+SUMMARY_COLUMNS = [
+    "slo",
+    "series",
+    "objective",
+    "events",
+    "bad",
+    "budget_left",
+    "burn_now",
+    "exhausted_in",
+    "alerting",
+]
+
+SUMMARY_HEADERS = {
+    "series": "job",
+    "budget_left": "budget left",
+    "burn_now": "burn rate now",
+    "exhausted_in": "budget lasts",
+    "alerting": "alerting",
+}
 
 
-def retrain_budget_burn(runs: pd.DataFrame, objective: float) -> pd.DataFrame:
-    """Cumulative error budget left after each finished run, in end-time order.
+def burn_text(burn: float) -> str:
+    """`133x`; `no events` where the window held none (not `NaNx`)."""
+    return "no events" if burn is None or math.isnan(burn) else f"{burn:.3g}x"
 
-    Budget left = 1 - failures / (allowed failure ratio x finished runs so far).
-    """
-    columns = ["time", "run_id", "ok", "budget_left"]
-    finished = runs[runs["status"] != "running"] if not runs.empty else runs
-    if finished.empty:
+
+def format_exhaustion(seconds: float) -> str:
+    """`not burning`, `spent`, or how long the budget lasts at the current burn rate."""
+    if seconds is None or math.isnan(seconds) or math.isinf(seconds):
+        return "not burning"
+    if seconds <= 0:
+        return "spent"
+    return format_age(seconds)
+
+
+def fastest_window(windows: SloWindows) -> str:
+    """The label of the long window of the fastest (first) pair: the burn rate shown as 'now'."""
+    return format_duration(windows.windows[0].long) if windows.windows else ""
+
+
+def slo_summary(table: pd.DataFrame, windows: Mapping[str, SloWindows]) -> pd.DataFrame:
+    """One row per (SLO, series): alerting first, then least budget left."""
+    if table.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    rows = []
+    for row in table.to_dict("records"):
+        fast = fastest_window(windows[row["slo"]])
+        burn = row.get(f"burn_rate_{fast}", math.nan)
+        alerting = "page" if row["firing_page"] else "ticket" if row["firing_ticket"] else "—"
+        rows.append(
+            {
+                "slo": row["slo"],
+                "series": row["key"],
+                "objective": f"{row['objective']:g}%",
+                "events": int(row["events_period"]),
+                "bad": int(row["bad_period"]),
+                "budget_left": float(row["budget_remaining"]),
+                "burn_now": float(burn) if burn is not None else math.nan,
+                "exhausted_in": format_exhaustion(float(row["time_to_exhaustion_seconds"])),
+                "alerting": alerting,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    rank = frame["alerting"].map({"page": 0, "ticket": 1}).fillna(2)
+    order = frame.assign(_rank=rank).sort_values(["_rank", "budget_left", "slo", "series"])
+    return frame.loc[order.index].reset_index(drop=True)
+
+
+def window_burns(table: pd.DataFrame, slo: str, series: str, windows: SloWindows) -> pd.DataFrame:
+    """Burn rate of every alert window of one SLO series, paired as the alert judges them."""
+    columns = ["pair", "severity", "factor", "leg", "window", "burn_rate", "events"]
+    match = table[(table["slo"] == slo) & (table["key"] == series)] if not table.empty else table
+    if match.empty:
         return pd.DataFrame(columns=columns)
-    ordered = finished.assign(time=finished["ended_at"].fillna(finished["started_at"]))
-    ordered = ordered.sort_values("time")
-    ok = ordered["status"] == "succeeded"
-    failures = (~ok).cumsum()
-    total = pd.Series(range(1, len(ordered) + 1), index=ordered.index)
-    allowed = (1.0 - objective) * total
-    left = 1.0 - failures / allowed.where(allowed > 0)
-    return pd.DataFrame(
-        {"time": ordered["time"], "run_id": ordered["run_id"], "ok": ok, "budget_left": left}
-    ).reset_index(drop=True)
+    row = match.iloc[0]
+    rows = []
+    for window in windows.windows:
+        long_name, short_name = format_duration(window.long), format_duration(window.short)
+        for leg, name in (("long", long_name), ("short", short_name)):
+            rows.append(
+                {
+                    "pair": f"{long_name} / {short_name}",
+                    "severity": window.severity,
+                    "factor": window.factor,
+                    "leg": leg,
+                    "window": name,
+                    "burn_rate": float(row[f"burn_rate_{name}"]),
+                    "events": float(row[f"events_{name}"]),
+                }
+            )
+    return pd.DataFrame(rows, columns=columns)
 
 
-def budget_burn_figure(burn: pd.DataFrame, name: str) -> go.Figure:
-    title = f"Error budget left — {name}"
-    if burn.empty:
-        return empty_figure(title, "no finished runs yet — the budget starts at 100%")
+def burn_rate_figure(burns: pd.DataFrame, title: str = "Burn rate per window") -> go.Figure:
+    """Long and short window of each alert pair side by side, with the pair's threshold."""
+    if burns.empty:
+        return empty_figure(title, "no SLO series yet — burn rates appear once runs report")
     fig = figure(title, height=300)
+    for leg, color in (("long", BLUE), ("short", MUTED)):
+        part = burns[burns["leg"] == leg]
+        fig.add_bar(
+            x=part["pair"],
+            y=part["burn_rate"].fillna(0.0),
+            name=f"{leg} window",
+            marker_color=color,
+            text=[
+                f"{w}: {b:.3g}x" if not math.isnan(b) else f"{w}: no events"
+                for w, b in zip(part["window"], part["burn_rate"], strict=True)
+            ],  # fmt: skip
+            textposition="outside",
+            hovertemplate="%{text}<extra></extra>",
+        )
+    pairs = burns.drop_duplicates("pair")
     fig.add_scatter(
-        x=burn["time"],
-        y=burn["budget_left"] * 100,
-        mode="lines+markers",
-        line={"color": BLUE, "width": 3},
-        name="budget left",
-        text=burn["run_id"],
-        hovertemplate="%{text}<br>%{y:.1f}%<extra></extra>",
-    )
-    failed = burn[~burn["ok"]]
-    fig.add_scatter(
-        x=failed["time"],
-        y=failed["budget_left"] * 100,
+        x=pairs["pair"],
+        y=pairs["factor"],
         mode="markers",
-        marker={"color": RED, "size": 11, "symbol": "x"},
-        name="failed run",
+        name="alert threshold",
+        marker={"symbol": "line-ew-open", "size": 40, "color": RED, "line": {"width": 3}},
+        text=[f"{s} above {f:g}x" for s, f in zip(pairs["severity"], pairs["factor"], strict=True)],
+        hovertemplate="%{text}<extra></extra>",
     )
-    fig.add_hline(y=0, line_color=AMBER, line_dash="dash", annotation_text="budget exhausted")
-    fig.update_yaxes(ticksuffix="%")
+    top = float(np.nanmax([burns["burn_rate"].max(), burns["factor"].max(), 1.0]))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title_text="× budget rate", type="log" if top > 50 else "linear")
     return fig
 
 
-def burn_rate_figure(rates: pd.DataFrame) -> go.Figure:
-    """Burn rate per window (bars) with the page/ticket thresholds of the SRE workbook."""
-    title = "Burn rate per window"
-    if rates.empty:
-        return empty_figure(title, "no burn rates yet — configure slos: in the config file")
-    fig = figure(title, height=280)
-    fig.add_bar(x=rates["window"], y=rates["burn_rate"], marker_color=BLUE, name="burn rate")
-    for level, color in ((14.4, RED), (6.0, RED), (1.0, AMBER)):
-        fig.add_hline(y=level, line_dash="dot", line_color=color, annotation_text=f"{level}x")
+def budget_burn(
+    counts: pd.DataFrame, spec: SloSpec, now: float, series: str | None = None
+) -> pd.DataFrame:
+    """Error budget left through the period, per series: each point counts the period's events
+    up to the end of its bucket (the same budget formula the alerts use)."""
+    columns = ["series", "time", "budget_left", "bad", "total"]
+    mine = counts[counts["slo"] == spec.name] if not counts.empty else counts
+    if series is not None and not mine.empty:
+        mine = mine[mine["key"] == series]
+    if mine.empty:
+        return pd.DataFrame(columns=columns)
+    parts = []
+    for key, group in mine.sort_values("start").groupby("key", sort=True):
+        bad = (group["total"] - group["good"]).cumsum().to_numpy(dtype=float)
+        total = group["total"].cumsum().to_numpy(dtype=float)
+        ends = np.minimum(group["end"].to_numpy(dtype=float), now)
+        start = float(group["start"].iloc[0])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "series": key,
+                    "time": pd.to_datetime(np.concatenate([[start], ends]), unit="s", utc=True),
+                    "budget_left": np.concatenate(
+                        [[1.0], budget_remaining(bad, total, spec.error_budget)]
+                    ),
+                    "bad": np.concatenate([[0.0], bad]),
+                    "total": np.concatenate([[0.0], total]),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+def budget_burn_figure(burn: pd.DataFrame, spec: SloSpec) -> go.Figure:
+    period = format_duration(spec.period)
+    title = f"Error budget left over the {period} period — {spec.name} ({spec.objective:g}%)"
+    if burn.empty:
+        return empty_figure(title, "no events in this period yet — the budget starts at 100%")
+    fig = figure(title, height=320)
+    for index, (series, group) in enumerate(burn.groupby("series", sort=True)):
+        fig.add_scatter(
+            x=group["time"],
+            y=group["budget_left"] * 100,
+            mode="lines+markers",
+            line={"color": SERIES[index % len(SERIES)], "width": 3, "shape": "hv"},
+            name=str(series),
+            customdata=np.stack([group["bad"], group["total"]], axis=1),
+            hovertemplate="%{y:.1f}% left<br>%{customdata[0]:.0f} bad of %{customdata[1]:.0f}"
+            "<extra>%{fullData.name}</extra>",
+        )
+    # an overspent budget can be -13000%: the axis stops at -100% so 0..100 stays readable
+    bottom = max(float(burn["budget_left"].min()) * 100, -100.0) - 5
+    fig.add_hline(y=0, line_color=AMBER, line_dash="dash", annotation_text="budget spent")
+    fig.add_hrect(y0=min(bottom, -5), y1=0, fillcolor=RED, opacity=0.08, line_width=0)
+    fig.update_yaxes(ticksuffix="%", range=[min(bottom, -5), 105])
     return fig
+
+
+def budget_tone(left: float) -> str:
+    return "good" if left > 0.25 else "warn" if left > 0 else "bad"
+
+
+def budget_text(left: float) -> str:
+    """`62.0%`; an overspent budget reads as how many budgets were spent, not `-13233%`."""
+    if math.isnan(left):
+        return "—"
+    if left < 0:
+        return f"spent ({1 - left:.3g}× budget)"
+    return format_percent(left)
+
+
+def alerts_for_slo(alerts: pd.DataFrame, slo: str) -> pd.DataFrame:
+    """The alerts whose `slo` label names this SLO (both wall-clock and step-window burns)."""
+    if alerts.empty:
+        return alerts
+    named = alerts["labels"].map(lambda labels: isinstance(labels, dict) and labels.get("slo"))
+    return alerts[named == slo].reset_index(drop=True)
+
+
+def state_color(state: str) -> str:
+    return RED if state == "firing" else AMBER if state == "pending" else GREEN

@@ -93,6 +93,14 @@ def alerts_for_run(engine: Engine, run_id: str) -> pd.DataFrame:
     return frame.sort_values("active_since", kind="stable").reset_index(drop=True)
 
 
+def alerts_named(engine: Engine, alertnames: Sequence[str]) -> pd.DataFrame:
+    """Every alert (any state) with one of these alertnames, newest first: e.g. what each SLO
+    raised (its `slo` label says which)."""
+    query = select(AlertRow).where(AlertRow.alertname.in_(list(alertnames)))
+    frame = _alert_frame(_all(engine, query))
+    return frame.sort_values("active_since", ascending=False, kind="stable").reset_index(drop=True)
+
+
 def _all(engine: Engine, query: Select[Any]) -> list[Any]:
     """ORM rows, detached: plain attribute reads after the session closes."""
     with Session(engine, expire_on_commit=False) as session:

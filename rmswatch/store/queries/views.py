@@ -63,10 +63,12 @@ def runs(
     engine: Engine,
     *,
     job: str | None = None,
-    started_from: datetime | None = None,
-    started_to: datetime | None = None,
+    active_from: datetime | None = None,
+    active_to: datetime | None = None,
 ) -> pd.DataFrame:
-    """Every run (newest first), optionally one job's and within a start-time range."""
+    """Every run (newest first), optionally one job's, and those that were active at some time
+    in [active_from, active_to]: started by its end and not ended before its start (a run still
+    going started hours before an alert's window and belongs in it)."""
     statement = select(
         Run.id,
         Run.run_id,
@@ -85,10 +87,10 @@ def runs(
     ).order_by(Run.started_at.desc(), Run.id.desc())
     if job:
         statement = statement.where(Run.job == job)
-    if started_from is not None:
-        statement = statement.where(Run.started_at >= started_from)
-    if started_to is not None:
-        statement = statement.where(Run.started_at <= started_to)
+    if active_from is not None:
+        statement = statement.where(or_(Run.ended_at.is_(None), Run.ended_at >= active_from))
+    if active_to is not None:
+        statement = statement.where(Run.started_at <= active_to)
     return _utc(_frame(engine, statement, RUN_COLUMNS), "started_at", "ended_at", "last_step_at")
 
 

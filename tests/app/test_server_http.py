@@ -1,0 +1,106 @@
+"""The server over plain HTTP on 127.0.0.1: the front door redirect, basic auth and the trusted
+proxy header (a real werkzeug server thread and `requests`, a SQLite store)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from rmswatch.alerting.signals import Signal
+from rmswatch.config import Config
+from rmswatch.server import build_server
+from rmswatch.store.engine import make_engine, upgrade
+from tests.helpers import free_port
+
+
+@pytest.fixture
+def engine(sqlite_url: str) -> Iterator[Engine]:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def _serve(
+    engine: Engine, config: dict[str, Any], environ: Mapping[str, str] | None = None
+) -> tuple[str, Any]:
+    server = build_server(
+        Config.model_validate(config), engine, start_scheduler=False, environ=environ or {}
+    )
+    port = free_port()
+    server.start_in_thread("127.0.0.1", port)
+    return f"http://127.0.0.1:{port}", server
+
+
+def _fire(engine: Engine) -> None:
+    from rmswatch.alerting.lifecycle import apply_signals
+
+    signal = Signal(
+        "TrainingNonFinite",
+        {"alertname": "TrainingNonFinite", "job": "j", "run_id": "r", "severity": "page"},
+        "page", True, 1.0, 0.0, {"summary": "NaN"},
+    )  # fmt: skip
+    with Session(engine) as session:
+        apply_signals(session, [signal], datetime.now(UTC))
+        session.commit()
+
+
+def test_root_goes_to_executive_when_nothing_fires_and_to_oncall_when_something_does(
+    engine: Engine,
+) -> None:
+    url, server = _serve(engine, {})
+    try:
+        quiet = requests.get(f"{url}/", allow_redirects=False, timeout=10)
+        assert (quiet.status_code, quiet.headers["Location"]) == (302, "/executive")
+        _fire(engine)
+        firing = requests.get(f"{url}/", allow_redirects=False, timeout=10)
+        assert (firing.status_code, firing.headers["Location"]) == (302, "/oncall")
+    finally:
+        server.shutdown()
+
+
+def test_basic_auth_answers_401_without_credentials_and_200_with_them(engine: Engine) -> None:
+    config = {"server": {"auth": {"basic": {"username": "oncall", "password_env": "PW_VAR"}}}}
+    url, server = _serve(engine, config, {"PW_VAR": "s3cret"})
+    try:
+        bare = requests.get(f"{url}/executive", timeout=10)
+        assert bare.status_code == 401 and "Basic" in bare.headers["WWW-Authenticate"]
+        wrong = requests.get(f"{url}/executive", auth=("oncall", "nope"), timeout=10)
+        assert wrong.status_code == 401
+        good = requests.get(f"{url}/executive", auth=("oncall", "s3cret"), timeout=10)
+        assert good.status_code == 200
+        token = base64.b64encode(b"oncall:s3cret").decode()
+        layout = requests.get(
+            f"{url}/_dash-layout", headers={"Authorization": f"Basic {token}"}, timeout=10
+        )
+        assert layout.status_code == 200
+        assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+    finally:
+        server.shutdown()
+
+
+def test_basic_auth_without_a_password_in_the_environment_refuses_to_start(
+    engine: Engine,
+) -> None:
+    config = {"server": {"auth": {"basic": {"username": "oncall", "password_env": "PW_VAR"}}}}
+    with pytest.raises(RuntimeError, match=r"\$PW_VAR is empty"):
+        build_server(Config.model_validate(config), engine, start_scheduler=False, environ={})
+
+
+def test_a_trusted_proxy_header_lets_requests_in_and_its_absence_is_403(engine: Engine) -> None:
+    url, server = _serve(engine, {"server": {"auth": {"trusted_header": "X-Forwarded-User"}}})
+    try:
+        assert requests.get(f"{url}/oncall", timeout=10).status_code == 403
+        empty = requests.get(f"{url}/oncall", headers={"X-Forwarded-User": ""}, timeout=10)
+        assert empty.status_code == 403
+        proxied = requests.get(f"{url}/oncall", headers={"X-Forwarded-User": "ada"}, timeout=10)
+        assert proxied.status_code == 200
+    finally:
+        server.shutdown()
