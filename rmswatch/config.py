@@ -74,8 +74,6 @@ class StoreConfig(_Strict):
 
 class CostConfig(_Strict):
     gpu_hour_usd: float = Field(default=2.5, ge=0)
-    # a CPU-only run is billed as this many GPU-equivalents (0: free)
-    cpu_run_gpu_equivalent: float = Field(default=0.0, ge=0)
 
 
 class ConfigError(ValueError):

@@ -372,7 +372,7 @@ GPU-hours per run are the integral of `SystemSample.gpu_count` over time: the st
 adds `gpu_count * (time since the previous sample)` to `runs.gpu_seconds`; in PromQL the same
 is `sum_over_time(rmswatch_gpus[1h]) * <scrape interval in s> / 3600`. Cost is GPU-hours times
 `cost.gpu_hour_usd` in the server config (`rmswatch.config.CostConfig`, default 2.5); a CPU-only
-run is billed as `cost.cpu_run_gpu_equivalent` GPUs (default 0).
+run has no GPU time, and the executive view says so rather than drawing a flat zero.
 """
 
 

@@ -115,3 +115,12 @@ def test_timeline_interleaves_alerts_spikes_nans_checkpoints_and_validations_in_
     ]  # fmt: skip
     assert events["step"].tolist()[1:] == [20, 30, 40, 60, 61, 70, 80]
     assert events["time"].is_monotonic_increasing
+
+
+def test_spend_of_cpu_only_runs_says_no_gpu_time_was_recorded() -> None:
+    runs = pd.DataFrame(
+        {"started_at": pd.to_datetime(["2026-11-20T10:00:00Z"]), "gpu_seconds": [0.0]}
+    )
+    daily = executive.gpu_spend_by_day(runs, gpu_hour_usd=2.5)
+    annotations = executive.spend_figure(daily).layout.annotations
+    assert "no GPU time recorded" in annotations[0].text

@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -117,15 +116,22 @@ def test_ctrl_c_stops_every_child_and_leaves_the_store_consistent(tmp_path: Path
         env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        # wait until the server and the first wave of trainings are up
-        def trainings_running() -> list[psutil.Process] | None:
-            children = psutil.Process(demo.pid).children(recursive=True)
-            scenarios = [c for c in children if "rmswatch.demo.scenarios" in " ".join(c.cmdline())]
-            return children if len(scenarios) == 2 else None
+        # wait until the first wave of trainings is stepping and writing to the store
+        def trainings_writing() -> list[psutil.Process] | None:
+            try:
+                with sqlite3.connect(tmp_path / "demo.db", timeout=1) as db:
+                    running = db.execute(
+                        "SELECT COUNT(*) FROM runs WHERE status = 'running'"
+                    ).fetchone()[0]
+                    steps = db.execute("SELECT COUNT(*) FROM steps").fetchone()[0]
+            except sqlite3.OperationalError:  # the server has not created the schema yet
+                return None
+            if running < 2 or steps == 0:
+                return None
+            return psutil.Process(demo.pid).children(recursive=True)
 
-        children = wait_until(trainings_running, timeout=120, interval=0.5,
-                              what="the demo's server and first two trainings")  # fmt: skip
-        time.sleep(2)  # let the trainings write some steps
+        children = wait_until(trainings_writing, timeout=180, interval=0.5,
+                              what="the first two trainings to write steps")  # fmt: skip
         demo.send_signal(signal.SIGINT)
         output, _ = demo.communicate(timeout=90)
     finally:

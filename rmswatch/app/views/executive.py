@@ -140,6 +140,12 @@ def spend_figure(daily: pd.DataFrame) -> go.Figure:
     title = "GPU-hours and spend per day"
     if daily.empty:
         return empty_figure(title, "no runs yet — GPU-hours appear once a run reports")
+    if not (daily["gpu_hours"] > 0).any():
+        return empty_figure(
+            title,
+            "no GPU time recorded — these runs trained on the CPU (GPU-hours come from NVML; "
+            "install rmswatch[gpu] on GPU hosts)",
+        )
     fig = figure(title)
     fig.add_bar(x=daily["day"], y=daily["gpu_hours"], name="GPU-hours", marker_color=BLUE)
     fig.add_scatter(
