@@ -124,3 +124,21 @@ def test_spend_of_cpu_only_runs_says_no_gpu_time_was_recorded() -> None:
     daily = executive.gpu_spend_by_day(runs, gpu_hour_usd=2.5)
     annotations = executive.spend_figure(daily).layout.annotations
     assert "no GPU time recorded" in annotations[0].text
+
+
+def test_an_infinite_update_ratio_does_not_hide_the_update_ratio_curve() -> None:
+    from rmswatch.app.views import debug
+
+    series = pd.DataFrame(
+        {
+            "step": [1, 2, 3, 4],
+            "grad_norm": [1.0, 0.0, 2.0, float("nan")],
+            "update_ratio": [0.01, 0.02, float("inf"), float("nan")],
+        }
+    )
+    fig = debug.layer_series_figure(series, "fc.weight")
+    ratio = [t for t in fig.data if t.name == "update ratio"][0]
+    ys = [float(y) for y in ratio.y]
+    assert ys[:2] == [0.01, 0.02] and all(math.isnan(y) for y in ys[2:])
+    grad = [t for t in fig.data if t.name == "grad norm"][0]
+    assert math.isnan(float(grad.y[1]))  # a zero has no place on a log axis either

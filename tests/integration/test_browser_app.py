@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,15 @@ from tests.app.training import (
     fill_by_training,
 )
 from tests.helpers import REPO_ROOT, free_port, require_program, subprocess_env, wait_until
+from tests.integration.browser import browser, load_page, severe_console_entries
+
+__all__ = ["browser"]  # the fixture, re-exported so pytest finds it here
 
 pytestmark = pytest.mark.integration
 
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+# these trainings ran on the CPU: the spend graph must say so instead of drawing zeros
+CPU_ONLY = frozenset({"exec-spend"})
 
 
 @dataclass
@@ -94,77 +98,6 @@ def _store_alerts(db: str) -> Any:
         engine.dispose()
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    chromium = require_program("chromium")
-    driver_path = require_program("chromedriver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,900",
-        f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}",
-    ):
-        options.add_argument(flag)
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    options.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
-    )
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # an explicit driver path: selenium-manager must never try to download a driver
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    driver.downloads_dir = downloads  # type: ignore[attr-defined]
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-GRAPH_POINTS_JS = """
-// calcdata: what plotly actually drew, whatever the wire encoding of the arrays
-return Array.from(document.querySelectorAll('.js-plotly-plot')).map(function (el) {
-  var n = 0;
-  (el.calcdata || []).forEach(function (trace) {
-    trace.forEach(function (p) { if (p && (p.y !== undefined || p.z)) { n += 1; } });
-  });
-  return {id: el.parentElement ? el.parentElement.id || el.id : el.id, points: n};
-});
-"""
-
-
-def _graphs(driver: Any) -> list[dict[str, Any]]:
-    return list(driver.execute_script(GRAPH_POINTS_JS))
-
-
-def _severe(driver: Any) -> list[dict[str, Any]]:
-    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-
-
-def _load(driver: Any, url: str, expected_graphs: int) -> list[dict[str, Any]]:
-    driver.get(url)
-    return wait_until(
-        lambda: (
-            (g := _graphs(driver))
-            and len(g) >= expected_graphs
-            and all(item["points"] > 0 for item in g)
-            and g
-        ),
-        timeout=45,
-        what=f"{url} to draw {expected_graphs} graphs with data",
-    )
-
-
 @pytest.mark.parametrize(
     ("page", "graphs"),
     [("oncall", 4), ("executive", 3), ("slo", 2), ("debug", 4), ("postmortem", 1)],
@@ -172,9 +105,11 @@ def _load(driver: Any, url: str, expected_graphs: int) -> list[dict[str, Any]]:
 def test_page_loads_without_console_errors_and_its_graphs_hold_data(
     served: Served, browser: Any, page: str, graphs: int
 ) -> None:
-    found = _load(browser, f"{served.url}/{page}?job={JOB}&run={BAD_RUN}", graphs)
+    found = load_page(
+        browser, f"{served.url}/{page}?job={JOB}&run={BAD_RUN}", graphs, empty_states=CPU_ONLY
+    )
     assert len(found) >= graphs
-    assert _severe(browser) == []
+    assert severe_console_entries(browser) == []
     if os.environ.get("RMSWATCH_SAVE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(SCREENSHOTS / f"{page}.png"))
@@ -190,7 +125,7 @@ def test_the_slo_page_shows_the_evaluators_budget_and_the_alerts_the_slo_raised(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    _load(browser, f"{served.url}/slo?slo=nonfinite-free-steps&job={JOB}", 2)
+    load_page(browser, f"{served.url}/slo?slo=nonfinite-free-steps&job={JOB}", 2)
     summary = browser.find_element(By.ID, "slo-table").text
     assert "nonfinite-free-steps" in summary and "page" in summary
     budget = browser.find_element(By.ID, "kpi-budget").text
@@ -209,7 +144,7 @@ def test_an_alerts_dashboard_link_opens_oncall_on_its_run_and_time_window(
     alerts = _store_alerts(served.db)
     link = alerts[alerts["alertname"] == "TrainingNonFinite"]["dashboard_url"].iloc[0]
     assert link.startswith(f"{served.url}/oncall?job=") and "&from=20" in link
-    _load(browser, link, 4)
+    load_page(browser, link, 4)
     assert "(from the alert link)" in browser.find_element(By.ID, "oncall-window").text
     picked = browser.find_element(By.ID, "oncall-run").text
     assert BAD_RUN in picked
@@ -245,7 +180,7 @@ def test_a_silence_created_on_the_oncall_page_lands_in_the_store(
     from rmswatch.store.engine import make_engine
     from rmswatch.store.queries import silences
 
-    _load(browser, f"{served.url}/oncall", 4)
+    load_page(browser, f"{served.url}/oncall", 4)
     _pick_alert_in_silence_picker(browser, "TrainingNonFinite")
     browser.find_element(By.XPATH, "//label[contains(., '4h')]").click()
     browser.find_element(By.ID, "silence-author").send_keys("night-oncall")
@@ -270,7 +205,7 @@ def test_a_silence_created_on_the_oncall_page_lands_in_the_store(
 def test_acknowledge_on_the_oncall_page_lands_in_the_store(served: Served, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    _load(browser, f"{served.url}/oncall", 4)
+    load_page(browser, f"{served.url}/oncall", 4)
     browser.find_element(By.ID, "silence-author").send_keys("ack-person")
     button = wait_until(
         lambda: browser.find_elements(
@@ -291,10 +226,10 @@ def test_acknowledge_on_the_oncall_page_lands_in_the_store(served: Served, brows
     assert acked["acknowledged_at"].notna().all()
 
 
-def test_layer_picker_changes_the_debug_graphs(served: Served, browser: Any) -> None:
+def test_layer_picker_changes_the_debugplotted_graphs(served: Served, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    _load(browser, f"{served.url}/debug?run={GOOD_RUNS[0]}", 4)
+    load_page(browser, f"{served.url}/debug?run={GOOD_RUNS[0]}", 4)
     title_js = (
         "return document.getElementById('debug-series')"
         ".querySelector('.js-plotly-plot').layout.title.text"
@@ -327,7 +262,7 @@ def test_layer_picker_changes_the_debug_graphs(served: Served, browser: Any) -> 
     )
     assert "fc.weight" in browser.execute_script(heatmap_title)
     assert browser.execute_script(series_js) != before  # other numbers, not only a new title
-    assert _severe(browser) == []
+    assert severe_console_entries(browser) == []
 
 
 def test_postmortem_export_downloads_a_report_naming_the_first_nonfinite_step(
@@ -335,7 +270,7 @@ def test_postmortem_export_downloads_a_report_naming_the_first_nonfinite_step(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    _load(browser, f"{served.url}/postmortem?run={BAD_RUN}", 1)
+    load_page(browser, f"{served.url}/postmortem?run={BAD_RUN}", 1)
     assert str(NAN_STEP) in browser.find_element(By.ID, "kpi-first-nonfinite").text
     browser.find_element(By.ID, "pm-export").click()
     downloads: Path = browser.downloads_dir

@@ -17,11 +17,14 @@ import requests
 
 from rmswatch.demo import DIVERGED_RUN, DIVERGENCE_ALERTS, WAVES
 from tests.helpers import free_port, subprocess_env, wait_until
+from tests.integration.browser import browser, load_page, severe_console_entries
+
+__all__ = ["browser"]  # the fixture, re-exported so pytest finds it here
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HEALTHY_RUNS = {s.run_id for wave in WAVES for s in wave if s.name == "healthy"}
-PAGES = ("executive", "oncall", "debug", "slo", "postmortem")
+PAGE_GRAPHS = {"oncall": 4, "executive": 3, "slo": 2, "debug": 4, "postmortem": 1}
 
 
 def _alerts(notifications: Path) -> list[dict[str, Any]]:
@@ -75,7 +78,7 @@ def test_healthy_runs_raised_nothing(quick_demo: tuple[Path, str]) -> None:
     assert statuses[DIVERGED_RUN] == "failed"
 
 
-def test_every_view_answers_on_the_demo_store(quick_demo: tuple[Path, str]) -> None:
+def test_every_view_answers_on_the_demo_store(quick_demo: tuple[Path, str], browser: Any) -> None:
     workdir, _ = quick_demo
     port = free_port()
     server = subprocess.Popen(
@@ -87,14 +90,18 @@ def test_every_view_answers_on_the_demo_store(quick_demo: tuple[Path, str]) -> N
     try:
         wait_until(lambda: requests.get(f"{base}/healthz", timeout=2).ok, timeout=90,
                    what="the server to answer /healthz")  # fmt: skip
-        for page in PAGES:
-            response = requests.get(
-                f"{base}/{page}", params={"job": "ranker-retrain", "run": DIVERGED_RUN}, timeout=30
-            )
-            assert response.status_code == 200, (page, response.text[:500])
-            # the Dash layout for the page (what the browser renders first) answers too
-            layout = requests.get(f"{base}/_dash-layout", timeout=30)
-            assert layout.status_code == 200
+        for page, graphs in PAGE_GRAPHS.items():
+            load_page(
+                browser, f"{base}/{page}?job=ranker-retrain&run={DIVERGED_RUN}", graphs,
+                # the demo trains on the CPU, and the diverging run saved no checkpoint
+                empty_states=frozenset({"exec-spend", "debug-checkpoints"}),
+            )  # fmt: skip
+            assert severe_console_entries(browser) == [], page
+        # the on-call view shows the divergence page with its runbook
+        browser.get(f"{base}/oncall?job=ranker-retrain&run={DIVERGED_RUN}")
+        wait_until(lambda: "TrainingNonFinite" in browser.page_source, timeout=30,
+                   what="the divergence page on the on-call view")  # fmt: skip
+        assert "/runbooks/nan" in browser.page_source
         report = subprocess.run(
             [sys.executable, "-m", "rmswatch", "report", "--db",
              f"sqlite:///{workdir / 'demo.db'}", "--run", DIVERGED_RUN, "-o",
@@ -103,7 +110,7 @@ def test_every_view_answers_on_the_demo_store(quick_demo: tuple[Path, str]) -> N
         )  # fmt: skip
         assert report.returncode == 0, report.stderr
         html = (workdir / "report.html").read_text(encoding="utf-8")
-        assert DIVERGED_RUN in html and "non-finite" in html
+        assert DIVERGED_RUN in html and "First non-finite step" in html
     finally:
         server.terminate()
         server.wait(timeout=30)

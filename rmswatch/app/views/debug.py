@@ -54,6 +54,13 @@ def eff_lr_heatmap(matrix: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def _log_plottable(values: pd.Series) -> pd.Series:
+    """NaN where a log axis cannot draw a value (<= 0, NaN, ±Inf): an Inf would otherwise
+    stretch the axis' autorange to nothing and hide the whole curve."""
+    numeric = pd.to_numeric(values, errors="coerce").astype(float)
+    return numeric.where(np.isfinite(numeric) & (numeric > 0))
+
+
 def layer_series_figure(
     series: pd.DataFrame, layer: str, first_nonfinite_step: int | None = None
 ) -> go.Figure:
@@ -64,19 +71,22 @@ def layer_series_figure(
         return empty_figure(title, "no statistics for this layer yet — pick another layer")
     fig = figure(title, height=320)
     fig.add_scattergl(
-        x=series["step"], y=series["grad_norm"], name="grad norm", line={"color": BLUE}
-    )
+        x=series["step"], y=_log_plottable(series["grad_norm"]), name="grad norm",
+        line={"color": BLUE},
+    )  # fmt: skip
     fig.add_scattergl(
         x=series["step"],
-        y=series["update_ratio"],
+        y=_log_plottable(series["update_ratio"]),
         name="update ratio",
         yaxis="y2",
         line={"color": AMBER},
     )
     fig.update_layout(
-        yaxis={"type": "log", "title": {"text": "grad norm"}, "exponentformat": "e"},
+        # one tick per decade: plotly's automatic log ticks on an overlaid axis print
+        # fractional minor labels (e.g. "0.1183008") that read as data
+        yaxis={"type": "log", "title": {"text": "grad norm"}, "exponentformat": "e", "dtick": 1},
         yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "type": "log",
-                "title": {"text": "update ratio"}, "exponentformat": "e"},
+                "title": {"text": "update ratio"}, "exponentformat": "e", "dtick": 1},
     )  # fmt: skip
     if first_nonfinite_step is not None:
         fig.add_vline(
