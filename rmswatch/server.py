@@ -9,14 +9,17 @@ from __future__ import annotations
 import base64
 import hmac
 import os
+import signal
 import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import flask
+import sqlalchemy as sa
 from sqlalchemy import Engine
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -81,6 +84,12 @@ def build_server(
 
     @server.get("/healthz")
     def healthz() -> tuple[str, int]:
+        # a liveness probe that says "ok" while the store is gone would hide the outage
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            return f"store unreachable: {type(exc).__name__}\n", 503
         return "ok\n", 200
 
     @server.get("/runbooks/<name>")
@@ -160,6 +169,10 @@ def _open_engine(url: str) -> Engine:
     return engine
 
 
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(
     db_url: str | None,
     config_path: str | None,
@@ -179,8 +192,12 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
+    # SIGTERM (systemd, Kubernetes, the demo) stops like Ctrl-C: scheduler, then HTTP server
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         server.serve_forever(bind_host, bind_port)
+    except KeyboardInterrupt:
+        pass
     finally:
         server.shutdown()
         engine.dispose()

@@ -104,3 +104,48 @@ def test_a_trusted_proxy_header_lets_requests_in_and_its_absence_is_403(engine: 
         assert proxied.status_code == 200
     finally:
         server.shutdown()
+
+
+def test_healthz_answers_ok_while_the_store_answers(engine: Engine) -> None:
+    base, server = _serve(engine, {})
+    try:
+        response = requests.get(f"{base}/healthz", timeout=10)
+    finally:
+        server.shutdown()
+    assert (response.status_code, response.text) == (200, "ok\n")
+
+
+def test_healthz_answers_503_when_the_store_is_unreachable() -> None:
+    # a real PostgreSQL URL on a port where nothing listens: every connection is refused
+    unreachable = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
+    base, server = _serve(unreachable, {})
+    try:
+        response = requests.get(f"{base}/healthz", timeout=30)
+    finally:
+        server.shutdown()
+        unreachable.dispose()
+    assert response.status_code == 503 and "store unreachable" in response.text
+
+
+def test_serve_stops_cleanly_on_sigterm(sqlite_url: str) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import subprocess_env, wait_until
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rmswatch", "serve", "--db", sqlite_url, "--port", str(port)],
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok,
+                   timeout=90, what="rmswatch serve to answer")  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
