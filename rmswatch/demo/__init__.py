@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,8 +20,10 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+import requests
 import yaml
 from tqdm import tqdm
 
@@ -57,6 +60,7 @@ WAVES: tuple[tuple[Scenario, ...], ...] = (
 )
 
 STALL_AFTER_SECONDS = 15.0
+DRIFT_INTERVAL_SECONDS = 5.0
 
 
 # The built-in SLOs with their 30-day period scaled down, so the burn-rate windows (which scale
@@ -106,6 +110,9 @@ class Demo:
             log_path=workdir / "notifications.jsonl", on_notification=self._print_notification
         )
         self._print_lock = threading.Lock()
+        # the server's ingest token for this demo only (the drift feed below posts with it)
+        self.token = secrets.token_urlsafe(24)
+        self._stop = threading.Event()
 
     # -- output -------------------------------------------------------------------------
     def say(self, message: str) -> None:
@@ -122,7 +129,7 @@ class Demo:
 
     # -- processes ----------------------------------------------------------------------
     def _spawn(self, args: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", RMSWATCH_TOKEN=self.token)
         # Own process group, so Ctrl-C in the terminal reaches us alone and we stop the children
         # in order (trainings first, then the server), leaving the SQLite file consistent.
         proc: subprocess.Popen[str] = subprocess.Popen(
@@ -130,6 +137,11 @@ class Demo:
         )
         self.children.append(proc)
         return proc
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.stop_children()
+        self.receiver.stop()
 
     def stop_children(self) -> None:
         """Trainings first (they close their runs), then the server; nothing is orphaned."""
@@ -167,6 +179,23 @@ class Demo:
             except OSError:
                 time.sleep(0.5)
         raise RuntimeError(f"the server did not answer {url} within 90 s")
+
+    def post_drift(self) -> None:
+        """A production monitor posting the deployed ranker's drift score through the ingest API
+        every few seconds (a slow upward creep after the failed retrain), for the executive
+        view's model-drift KPI."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/ingest"
+        headers = {"Authorization": f"Bearer {self.token}"}
+        value = 0.04
+        while not self._stop.wait(DRIFT_INTERVAL_SECONDS):
+            value = round(value * 1.03 + 0.002, 4)
+            item = {"kind": "sli", "job": "ranker-retrain", "name": "model_drift",
+                    "value": value, "time": time.time()}  # fmt: skip
+            try:
+                requests.post(url, json={"version": 1, "items": [item]}, headers=headers,
+                              timeout=5)  # fmt: skip
+            except requests.RequestException:
+                pass  # the server is starting or stopping; the next sample will do
 
     def train(self, scenario: Scenario, position: int) -> threading.Thread:
         args = [
@@ -269,6 +298,7 @@ class Demo:
         )
         self.say(f"  webhook receiver: {receiver_url} (each notification is printed below)")
         self.start_server(config_path)
+        threading.Thread(target=self.post_drift, name="demo-drift", daemon=True).start()
         self.say(
             f"  dashboard: http://127.0.0.1:{self.port}/  (on-call view: "
             f"http://127.0.0.1:{self.port}/oncall)"
@@ -330,16 +360,19 @@ def _terminate_group(proc: subprocess.Popen[str], timeout: float) -> None:
         proc.wait()
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(*, quick: bool = False, port: int = 8050, workdir: str = "rmswatch-demo") -> int:
     demo = Demo(quick=quick, port=port, workdir=Path(workdir))
     previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the demo like Ctrl-C
     try:
         return demo.run()
     except KeyboardInterrupt:
         demo.say("\nstopping: trainings, then the server ...")
         return 0
     finally:
-        demo.stop_children()
-        demo.receiver.stop()
+        demo.shutdown()
         signal.signal(signal.SIGTERM, previous)

@@ -36,10 +36,24 @@ def test_spend_is_gpu_hours_times_the_configured_price() -> None:
     assert daily["gpu_hours"].sum() == 2.0 and daily["spend_usd"].sum() == 5.0
 
 
-def test_validation_delta_is_last_minus_first_per_run() -> None:
-    vals = pd.DataFrame({"run_pk": [0, 0, 0], "step": [0, 10, 20], "value": [2.0, 1.5, 1.2]})
-    deltas = executive.validation_delta_per_run(_runs(["succeeded"]), vals)
-    assert math.isclose(deltas["delta"].iloc[0], -0.8)
+def test_validation_delta_compares_each_retrain_with_the_previous_succeeded_one() -> None:
+    runs = _runs(["succeeded", "failed", "succeeded"])
+    vals = pd.DataFrame(
+        {
+            "run_pk": [0, 0, 1, 2, 2],
+            "step": [10, 20, 20, 10, 20],
+            "value": [2.0, 1.2, 9e12, 1.5, 1.0],  # the failed run blew up; it shipped nothing
+        }
+    )
+    deltas = executive.validation_delta_per_run(runs, vals)
+    assert deltas["run_id"].tolist() == ["r2"]
+    assert deltas["previous_run_id"].tolist() == ["r0"]
+    assert math.isclose(deltas["delta"].iloc[0], 1.0 - 1.2)
+
+
+def test_the_first_retrain_of_a_job_has_no_delta() -> None:
+    vals = pd.DataFrame({"run_pk": [0, 0], "step": [0, 10], "value": [2.0, 1.5]})
+    assert executive.validation_delta_per_run(_runs(["succeeded"]), vals).empty
 
 
 def test_drift_kpi_reports_the_latest_sample_and_the_one_before() -> None:

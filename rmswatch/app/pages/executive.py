@@ -64,7 +64,7 @@ def body(selection: Selection) -> Any:
         kpi(
             "Avg val-loss delta",
             common.format_number(deltas["delta"].mean() if not deltas.empty else None),
-            detail="per retrain (negative is better)",
+            detail="final val loss vs the previous retrain (negative is better)",
         ),
         kpi(
             "GPU spend",

@@ -76,15 +76,27 @@ def compliance_table(table: pd.DataFrame, jobs: Sequence[str] | None = None) -> 
 
 
 def validation_delta_per_run(runs: pd.DataFrame, validations: pd.DataFrame) -> pd.DataFrame:
-    """Per run: first and last validation loss and their delta (negative is better)."""
-    columns = ["run_id", "job", "started_at", "first", "last", "delta"]
+    """Per succeeded retrain: its final validation loss minus the final validation loss of the
+    same job's previous succeeded retrain (negative: the retrain made the model better).
+
+    A failed retrain ships no model, so it has no delta (it counts against retrain success
+    instead); the first succeeded retrain of a job has nothing to compare with.
+    """
+    columns = ["run_id", "job", "started_at", "previous_run_id", "previous", "last", "delta"]
     if runs.empty or validations.empty:
         return pd.DataFrame(columns=columns)
     ordered = validations.dropna(subset=["value"]).sort_values(["run_pk", "step"])
-    grouped = ordered.groupby("run_pk")["value"].agg(["first", "last"])
-    grouped["delta"] = grouped["last"] - grouped["first"]
-    merged = runs.merge(grouped, left_on="run_pk", right_index=True, how="inner")
-    return merged[columns].sort_values("started_at").reset_index(drop=True)
+    final = ordered.groupby("run_pk")["value"].last().rename("last")
+    shipped = runs[runs["status"] == "succeeded"].merge(
+        final, left_on="run_pk", right_index=True, how="inner"
+    )
+    shipped = shipped.sort_values(["job", "started_at"])
+    by_job = shipped.groupby("job")
+    shipped["previous"] = by_job["last"].shift(1)
+    shipped["previous_run_id"] = by_job["run_id"].shift(1)
+    shipped["delta"] = shipped["last"] - shipped["previous"]
+    compared = shipped.dropna(subset=["previous"])
+    return compared[columns].sort_values("started_at").reset_index(drop=True)
 
 
 def gpu_spend_by_day(runs: pd.DataFrame, gpu_hour_usd: float) -> pd.DataFrame:
@@ -143,8 +155,7 @@ def spend_figure(daily: pd.DataFrame) -> go.Figure:
     if not (daily["gpu_hours"] > 0).any():
         return empty_figure(
             title,
-            "no GPU time recorded — these runs trained on the CPU (GPU-hours come from NVML; "
-            "install rmswatch[gpu] on GPU hosts)",
+            "no GPU time recorded: these runs trained on the CPU",
         )
     fig = figure(title)
     fig.add_bar(x=daily["day"], y=daily["gpu_hours"], name="GPU-hours", marker_color=BLUE)
@@ -162,9 +173,12 @@ def spend_figure(daily: pd.DataFrame) -> go.Figure:
 
 
 def validation_delta_figure(deltas: pd.DataFrame) -> go.Figure:
-    title = "Validation-loss change per retrain (negative is better)"
+    title = "Final validation loss vs the job's previous retrain (negative is better)"
     if deltas.empty:
-        return empty_figure(title, "no validation losses yet — call monitor.record_validation(...)")
+        return empty_figure(
+            title,
+            "needs two succeeded retrains of a job that call monitor.record_validation(...)",
+        )
     fig = figure(title)
     fig.add_bar(
         x=deltas["run_id"],
