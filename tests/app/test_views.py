@@ -156,3 +156,11 @@ def test_an_infinite_update_ratio_does_not_hide_the_update_ratio_curve() -> None
     assert ys[:2] == [0.01, 0.02] and all(math.isnan(y) for y in ys[2:])
     grad = [t for t in fig.data if t.name == "grad norm"][0]
     assert math.isnan(float(grad.y[1]))  # a zero has no place on a log axis either
+
+
+def test_a_loss_that_climbs_orders_of_magnitude_is_drawn_on_a_log_axis() -> None:
+    steps = pd.DataFrame({"step": [1, 2, 3, 4], "loss": [2.3, 1.9, 4e8, float("nan")]})
+    calm = pd.DataFrame({"step": [1, 2, 3], "loss": [2.3, 1.9, 1.7]})
+    no_validations = pd.DataFrame(columns=["step", "value"])
+    assert oncall.loss_figure(steps, no_validations).layout.yaxis.type == "log"
+    assert oncall.loss_figure(calm, no_validations).layout.yaxis.type != "log"

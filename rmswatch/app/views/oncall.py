@@ -43,6 +43,17 @@ def jobs_table(runs: pd.DataFrame, now: datetime, stale_after_s: float = 300.0) 
     return newest[columns].reset_index(drop=True)
 
 
+LOG_SCALE_DECADES = 3.0
+
+
+def _spans_decades(values: pd.Series) -> bool:
+    """True when the positive finite values span more than LOG_SCALE_DECADES powers of ten."""
+    finite = values[np.isfinite(values.to_numpy(dtype=float)) & (values > 0)]
+    if finite.empty:
+        return False
+    return bool(np.log10(finite.max() / finite.min()) > LOG_SCALE_DECADES)
+
+
 def loss_figure(
     steps: pd.DataFrame,
     validations: pd.DataFrame,
@@ -72,6 +83,15 @@ def loss_figure(
             line={"color": AMBER, "width": 3},
         )
     loss = pd.to_numeric(steps["loss"], errors="coerce").astype(float)
+    val_loss = (
+        pd.to_numeric(validations["value"], errors="coerce").astype(float)
+        if "value" in validations
+        else pd.Series(dtype=float)
+    )
+    if _spans_decades(pd.concat([loss, val_loss])):
+        # a diverging run's loss climbs by orders of magnitude: on a linear axis everything
+        # before the blow-up is a flat line at zero, hiding where it started
+        fig.update_yaxes(type="log", exponentformat="e", dtick=1, title_text="loss (log)")
     nonfinite = steps[~np.isfinite(loss.to_numpy())]
     if not nonfinite.empty:
         first = int(nonfinite["step"].iloc[0])
