@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from rmswatch.collectors._buffered import BufferedSink, RetryLater
 from rmswatch.collectors.wire import encode_batch
-from rmswatch.trainer_hooks.records import RunInfo, RunStatus, Telemetry
+from rmswatch.trainer_hooks.records import RunStatus, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +48,6 @@ def requests_transport() -> Transport:
     return post
 
 
-class _Retry(Exception):
-    pass
-
-
 @dataclass(frozen=True, slots=True)
 class ShipperStats:
     sent: int
@@ -63,7 +58,7 @@ class ShipperStats:
     last_error: str | None
 
 
-class HttpShipper:
+class HttpShipper(BufferedSink):
     """Sink POSTing a run's telemetry to `<url>/api/v1/ingest`.
 
     `transport=` replaces the HTTP client (a callable, see `Transport`); `rng=` the jitter
@@ -89,177 +84,93 @@ class HttpShipper:
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url={url!r}: expected the rmswatch server's http(s):// URL")
-        if flush_interval <= 0:
-            raise ValueError(f"flush_interval={flush_interval!r}: must be > 0 seconds")
+        super().__init__(
+            flush_interval=flush_interval,
+            max_buffer=max_buffer,
+            batch_records=max_batch_records,
+            clock=clock,
+            close_timeout=close_timeout,
+            thread_name="rmswatch-ship",
+        )
         self.url = url if url.rstrip("/").endswith(INGEST_PATH) else url.rstrip("/") + INGEST_PATH
-        self.flush_interval = flush_interval
-        self.max_buffer = max_buffer
         self._token = token
         self._transport = transport if transport is not None else requests_transport()
-        self._clock = clock
         self._rng = rng if rng is not None else random.Random()
-        self._max_records = max_batch_records
         self._max_bytes = max_batch_bytes
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._timeout = timeout
-        self._close_timeout = close_timeout
-
-        self._pending: deque[Telemetry] = deque()
-        self._buffer_lock = threading.Lock()
-        self._io_lock = threading.Lock()
-        self._run: RunInfo | None = None
         self._opened = False
-        self._status: RunStatus | None = None
-        self._status_sent = False
-        self._failures = 0
-        self._next_attempt = 0.0
         self._sent = 0
-        self._dropped = 0
         self._rejected = 0
-        self._retries = 0
-        self._last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # -- Sink protocol -------------------------------------------------------------------------
-
-    def open(self, run: RunInfo) -> None:
-        self._run = run
-        self._thread = threading.Thread(
-            target=self._loop, name=f"rmswatch-ship-{run.run_id}", daemon=True
-        )
-        self._thread.start()
-
-    def write(self, items: Sequence[Telemetry]) -> None:
-        with self._buffer_lock:
-            self._pending.extend(items)
-            self._drop_overflow()
-
-    def flush(self) -> None:
-        """Deliver what is buffered, retrying with backoff for up to `close_timeout` seconds."""
-        self._deliver_until(self._clock() + self._close_timeout)
-
-    def close(self, status: RunStatus) -> None:
-        self._status = status
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._deliver_until(self._clock() + self._close_timeout)
-        with self._buffer_lock:
-            if self._pending:
-                self._dropped += len(self._pending)
-                log.error(
-                    "rmswatch shipper: %d records never reached %s (%s)",
-                    len(self._pending),
-                    self.url,
-                    self._last_error,
-                )
-                self._pending.clear()
 
     # -- counters -----------------------------------------------------------------------------
 
-    @property
-    def dropped_total(self) -> int:
-        return self._dropped
-
     def stats(self) -> ShipperStats:
-        with self._buffer_lock:
-            buffered = len(self._pending)
         return ShipperStats(
-            self._sent, self._dropped, self._rejected, buffered, self._retries, self._last_error
+            self._sent,
+            self._dropped,
+            self._rejected,
+            self._buffered(),
+            self._failed_attempts,
+            self._last_error,
         )
 
-    # -- internals ----------------------------------------------------------------------------
-
-    def _drop_overflow(self) -> None:
-        overflow = len(self._pending) - self.max_buffer
-        for _ in range(overflow):
-            self._pending.popleft()
-        if overflow > 0:
-            self._dropped += overflow
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.flush_interval):
-            if self._clock() >= self._next_attempt:
-                self._send_all()
-
-    def _deliver_until(self, deadline: float) -> None:
-        while not self._send_all():
-            wait = max(0.0, self._next_attempt - self._clock())
-            if self._clock() + wait > deadline:
-                return
-            time.sleep(wait)
-
-    def _done(self) -> bool:
-        with self._buffer_lock:
-            empty = not self._pending
-        return empty and (self._status is None or self._status_sent)
+    # -- delivery -----------------------------------------------------------------------------
 
     def _send_all(self) -> bool:
-        """Send until the buffer is empty; False after a retryable failure (backoff scheduled)."""
-        with self._io_lock:
-            while not self._done():
-                with self._buffer_lock:
-                    n = min(self._max_records, len(self._pending))
-                    chunk = [self._pending.popleft() for _ in range(n)]
-                try:
-                    self._send_chunk(chunk)
-                except _Retry as retry:
-                    unsent: list[Telemetry] = retry.args[0]
-                    with self._buffer_lock:
-                        self._pending.extendleft(reversed(unsent))
-                        self._drop_overflow()
-                    return False
-            return True
+        """One attempt now, backoff or not; False after a retryable failure (backoff scheduled)."""
+        return self._deliver(force=True)
 
-    def _send_chunk(self, chunk: list[Telemetry]) -> list[Telemetry]:
-        """POST `chunk` (shrunk to fit `max_batch_bytes`); returns what was actually sent."""
+    def _deliver_batch(self, batch: list[Telemetry]) -> None:
+        """POST `batch`, shrunk to fit `max_batch_bytes`; the last one at close carries the
+        run status."""
         while True:
-            with self._buffer_lock:
-                final = self._status is not None and not self._pending
+            final = self._status is not None and not self._buffered()
             status = self._status if final else None
-            body = encode_batch(self._run, chunk, open_run=not self._opened, status=status)
-            if len(body) <= self._max_bytes or len(chunk) <= 1:
+            body = encode_batch(self._run, batch, open_run=not self._opened, status=status)
+            if len(body) <= self._max_bytes or len(batch) <= 1:
                 break
-            half = len(chunk) // 2
-            with self._buffer_lock:
-                self._pending.extendleft(reversed(chunk[half:]))
-            chunk = chunk[:half]
-        code = self._post(body, chunk)
+            half = len(batch) // 2
+            self._put_back(batch[half:], drop_overflow=False)
+            del batch[half:]
+        code = self._post(body)
         if code < 300:
-            self._sent += len(chunk)
+            self._sent += len(batch)
             self._opened = True
             self._failures = 0
             if status is not None:
-                self._status_sent = True
-            return chunk
+                self._status_delivered = True
+            return
         if code in RETRYABLE_STATUS:
-            self._schedule_retry(f"HTTP {code}", chunk)
+            raise RetryLater(f"HTTP {code}")
         # 401/403/413/422: sending the same bytes again can't succeed
-        self._rejected += len(chunk)
-        self._dropped += len(chunk)
+        self._rejected += len(batch)
+        self._dropped += len(batch)
         self._last_error = f"HTTP {code} from {self.url}"
-        log.error("rmswatch shipper: %s; %d records dropped", self._last_error, len(chunk))
+        log.error("rmswatch shipper: %s; %d records dropped", self._last_error, len(batch))
         if status is not None:
-            self._status_sent = True
-        return chunk
+            self._status_delivered = True
 
-    def _post(self, body: bytes, chunk: list[Telemetry]) -> int:
+    def _deliver_status(self, status: RunStatus) -> None:
+        # the buffer was already empty at close: the status goes alone, in an empty batch
+        self._deliver_batch([])
+
+    def _post(self, body: bytes) -> int:
         headers = {"Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         try:
             return self._transport(self.url, body, headers, self._timeout)
         except OSError as exc:
-            self._schedule_retry(f"{type(exc).__name__}: {exc}", chunk)
-            raise AssertionError("unreachable") from None
+            raise RetryLater(f"{type(exc).__name__}: {exc}") from exc
 
-    def _schedule_retry(self, error: str, chunk: list[Telemetry]) -> None:
-        self._failures += 1
-        self._retries += 1
-        self._last_error = error
-        ceiling = min(self._backoff_max, self._backoff_base * 2 ** min(self._failures - 1, 16))
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(self._backoff_max, self._backoff_base * 2 ** min(failures - 1, 16))
         # full jitter: many trainers that lost the server at once don't come back in lockstep
-        self._next_attempt = self._clock() + self._rng.uniform(0, ceiling)
-        raise _Retry(chunk)
+        return self._rng.uniform(0, ceiling)
+
+    def _report_lost(self, count: int) -> None:
+        log.error(
+            "rmswatch shipper: %d records never reached %s (%s)", count, self.url, self._last_error
+        )
