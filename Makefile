@@ -42,6 +42,9 @@ test: $(STAMP) system-deps lint typecheck
 docs: $(STAMP)
 	$(PY) -m rmswatch.collectors.catalogue --write docs/metrics.md
 	$(PY) -m rmswatch.collectors.grafana --write dashboards/grafana
+	$(PY) -m rmswatch rules -o dashboards/prometheus/rules.yml \
+		--tests-output dashboards/prometheus/rules.test.yml
+	$(PY) benchmarks/assemble.py
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'

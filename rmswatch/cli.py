@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", dest="workdir", default="rmswatch-demo", help="demo files go here")
 
     rules = sub.add_parser("rules", help="write Prometheus recording and alerting rules")
-    rules.add_argument("--config", dest="config_path", required=True)
+    rules.add_argument(
+        "--config", dest="config_path", default=None,
+        help="YAML config (default: the built-in SLOs and health rules)",
+    )  # fmt: skip
     rules.add_argument("-o", "--output", default=None, help="rules file (default stdout)")
     rules.add_argument(
         "--tests-output", default=None, help="also write a `promtool test rules` file here"

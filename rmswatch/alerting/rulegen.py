@@ -445,14 +445,16 @@ def dump(document: dict[str, Any]) -> str:
 
 
 def rules_command(
-    config_path: str, output: str | None = None, tests_output: str | None = None
+    config_path: str | None, output: str | None = None, tests_output: str | None = None
 ) -> int:
-    """Write the rules (stdout when no `output`) and, if asked, a promtool test file."""
+    """Write the rules (stdout when no `output`) and, if asked, a promtool test file.
+
+    Without a config: the built-in SLOs and health rules (what dashboards/prometheus/ holds)."""
     config = load_config(config_path)
     try:
         text = dump(rules_document(config))
     except ValueError as exc:
-        raise ConfigError(config_path, [str(exc)]) from exc
+        raise ConfigError(config_path or "(built-in defaults)", [str(exc)]) from exc
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:

@@ -59,8 +59,7 @@ def test_promtool_tests_fail_when_a_threshold_is_wrong(tmp_path: Path) -> None:
 
 def test_checked_in_rules_are_current() -> None:
     assert (CHECKED_IN / "rules.yml").read_text() == dump(rules_document(Config())), (
-        "regenerate: rmswatch rules --config <empty> -o dashboards/prometheus/rules.yml "
-        "--tests-output dashboards/prometheus/rules.test.yml"
+        "regenerate with `make docs`"
     )
     expected_tests = dump(promtool_tests_document(Config(), "rules.yml"))
     assert (CHECKED_IN / "rules.test.yml").read_text() == expected_tests
