@@ -149,3 +149,39 @@ def test_serve_stops_cleanly_on_sigterm(sqlite_url: str) -> None:
             proc.kill()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("bad_yaml", "named"),
+    [
+        # a typo of the receiver's name in the route
+        ("receivers: [{name: oncall, url: 'http://127.0.0.1:9/hook'}]\n"
+         "route: {receiver: oncal}\n", ("route", "oncal", "oncall")),
+        ("slos: [{name: x, sli: {kind: retrain_success}, objective: 120}]\n",
+         ("slos.0.objective", "(0, 100)", "120")),
+        ("server: {prot: 8050}\n", ("server.prot", "unknown key")),
+    ],
+)  # fmt: skip
+def test_serve_refuses_to_start_on_a_bad_config_naming_the_file_and_key(
+    sqlite_url: str, tmp_path: Any, bad_yaml: str, named: tuple[str, ...]
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import subprocess_env
+
+    config = tmp_path / "rmswatch.yaml"
+    config.write_text(bad_yaml)
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "rmswatch", "serve", "--db", sqlite_url, "--config", str(config),
+         "--port", str(port)],
+        env=subprocess_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert str(config) in result.stderr
+    for text in named:
+        assert text in result.stderr, result.stderr
+    assert "Value error" not in result.stderr  # pydantic's prefix adds nothing for a person
+    with pytest.raises(requests.ConnectionError):  # nothing was left listening
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)

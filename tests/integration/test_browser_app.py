@@ -226,7 +226,7 @@ def test_acknowledge_on_the_oncall_page_lands_in_the_store(served: Served, brows
     assert acked["acknowledged_at"].notna().all()
 
 
-def test_layer_picker_changes_the_debugplotted_graphs(served: Served, browser: Any) -> None:
+def test_layer_picker_changes_the_debug_graphs(served: Served, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
     load_page(browser, f"{served.url}/debug?run={GOOD_RUNS[0]}", 4)
