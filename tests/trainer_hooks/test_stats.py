@@ -116,15 +116,17 @@ def _assert_agrees(fast: LayerStats, ref: LayerStats, rel: float, name: str) -> 
         "tensor-lr",
     ],
 )
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 40, 0], ids=["fused", "fused-40B", "per-layer"])
 def test_exact_statistics_agree_with_the_float64_reference(
-    variant: str, dtype: torch.dtype
+    variant: str, dtype: torch.dtype, chunk_bytes: int
 ) -> None:
     model = tiny_model(dtype)
     # eps=1e-8 underflows to 0 in float16, so torch's own step divides by zero there; the fast
     # path works in float32 and would (rightly) differ. A representable eps keeps it meaningful.
     low_precision = dtype != torch.float32
     opt = _opt(model, variant, eps=2e-3) if low_precision else _opt(model, variant)
-    mon = Monitor(opt, model=model, exact_every=1)
+    # fused: one chunk per tensor; fused-40B: every sum spans chunks; per-layer: chunk_bytes=0.
+    mon = Monitor(opt, model=model, exact_every=1, chunk_bytes=chunk_bytes)
     refs: list[dict[str, LayerStats]] = []
     frozen = model[0].bias  # a parameter without a gradient from step 2 on
 
@@ -167,7 +169,7 @@ def test_exact_statistics_agree_with_the_float64_reference(
         "everything-for-loop",
     ],
 )
-@pytest.mark.parametrize("path", ["full", "chunked"])
+@pytest.mark.parametrize("path", ["per-layer", "fused-exact", "fused-sampled"])
 def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path: str) -> None:
     torch.set_default_dtype(torch.float64)
     try:
@@ -175,8 +177,12 @@ def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path:
     finally:
         torch.set_default_dtype(torch.float32)
     opt = _opt(model, variant)
-    # "chunked": sampled steps on every tensor and 40-byte scratch, so each norm spans chunks.
-    knobs = {"full": {"exact_every": 1}, "chunked": {"sample_size": 1, "chunk_bytes": 40}}
+    # per-layer: full-tensor temporaries; fused-*: 40-byte scratch, so each sum spans chunks.
+    knobs = {
+        "per-layer": {"exact_every": 1, "chunk_bytes": 0},
+        "fused-exact": {"exact_every": 1, "chunk_bytes": 40},
+        "fused-sampled": {"sample_size": 1, "chunk_bytes": 40},
+    }
     mon = Monitor(opt, model=model, **knobs[path])  # type: ignore[arg-type]
     before: list[dict[str, torch.Tensor]] = []
     actual: list[dict[str, float]] = []
@@ -191,8 +197,10 @@ def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path:
 
     train(model, opt, batches(4, torch.float64), after_backward=snapshot, after_step=measure)
     mon.close()
-    uses_chunks = path == "chunked" and "momentum" not in VARIANTS[variant]
-    assert bool(mon._engine._scratch) == uses_chunks
+    if path == "per-layer":
+        assert not mon._engine._scratch
+    elif "momentum" not in VARIANTS[variant]:
+        assert mon._engine._scratch  # the update norm went through the fused chunk pass
     for record, real in zip(mon.records, actual, strict=True):
         for name, stats in record.layers.items():
             assert stats.update_norm == pytest.approx(real[name], rel=1e-9, abs=1e-15), name
