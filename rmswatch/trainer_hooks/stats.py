@@ -164,6 +164,15 @@ class StatsEngine:
         self.n_buckets = len(self.edges_list) - 1
         self._edges: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self._idx_scratch: torch.Tensor | None = None
+        self._ext_edges: dict[tuple[torch.device, torch.dtype, str], torch.Tensor] = {}
+        # The edges are log-spaced: bucket j starts at 10**(log_lo + j / per_decade).
+        self._log_lo = math.log10(self.edges_list[0])
+        span = math.log10(self.edges_list[-1]) - self._log_lo if self.edges_list[0] > 0 else 0.0
+        self._per_decade = self.n_buckets / span if span > 0 else 0.0
+        self._log_spaced = self._per_decade > 0 and all(
+            abs((math.log10(e) - self._log_lo) * self._per_decade - j) < 0.01
+            for j, e in enumerate(self.edges_list)
+        )
         generator = torch.Generator().manual_seed(sample_seed)
         for slot in self.slots:
             if slot.numel > sample_size:
@@ -256,8 +265,8 @@ class StatsEngine:
                     and done is not None
                     and done["nf_state"] == 0
                     and self._distribution_chunkable(slot, state, group)
+                    and self._exact_chunked(pk, fields, slot, rms_state, group)
                 ):
-                    self._exact_chunked(pk, fields, slot, rms_state, group)
                     if slot.sample is not None:
                         eff_s = self._sampled_eff(slot.sample, state, group, work)
                         global_eff.append(eff_s)
@@ -550,8 +559,14 @@ class StatsEngine:
         self, slot: Slot, state: Mapping[str, Any], group: Mapping[str, Any]
     ) -> bool:
         """Exact distributions a chunk at a time: plain square_avg (eff-LR is then monotone in
-        it, so its quantiles are those of square_avg) and finite state (NaN has no order)."""
-        return self.chunked and not group.get("centered", False) and slot.numel > 0
+        it, so its quantiles are those of square_avg), finite state (NaN has no order) and
+        log-spaced edges (the bucket comes from the log, corrected against the edges)."""
+        return (
+            self.chunked
+            and self._log_spaced
+            and not group.get("centered", False)
+            and slot.numel > 0
+        )
 
     def _exact_chunked(
         self,
@@ -560,20 +575,21 @@ class StatsEngine:
         slot: Slot,
         rms_state: torch.Tensor,
         group: Mapping[str, Any],
-    ) -> None:
-        """Exact eff-LR statistics and histogram without a full-size temporary.
+    ) -> bool:
+        """Exact eff-LR statistics and histogram without a full-size temporary or a sort.
 
         eff = lr / (sqrt(v) + eps) is non-increasing in v, so its lower q-quantile is eff of
-        the value of v at the mirrored sorted position, found by `kthvalue` on v itself; the
-        same ops on that one value give the same bits as on the whole tensor.
+        the value of v at the mirrored sorted position (`_kth_smallest`); the same ops on that
+        one value give the same bits as on the whole tensor. Returns False, filling nothing,
+        when some sqrt(v) is NaN (negative state): the per-layer path then handles the layer.
         """
         v = rms_state.reshape(-1)
         n = v.numel()
         lr = group["lr"]
         eps = group["eps"]
-        rms_buf, _ = self._scratch_for(slot.param)
+        rms_buf, log_buf = self._scratch_for(slot.param)
         idx_buf = self._index_scratch(rms_buf.numel())
-        edges = self._edges_for(v)
+        ext = self._extended_edges(v)
         nb = self.n_buckets
         raw = torch.zeros(nb + 2, dtype=torch.int64)
         zeros = torch.zeros((), dtype=torch.int64)
@@ -584,9 +600,17 @@ class StatsEngine:
         for start in range(0, n, size):
             stop = min(start + size, n)
             r = rms_buf[: stop - start]
+            t = log_buf[: stop - start]
             idx = idx_buf[: stop - start]
             torch.sqrt(v[start:stop], out=r)
-            torch.bucketize(r, edges, right=True, out=idx)
+            # raw = number of edges <= r (bucketize, right=True) from the log, then corrected
+            # against the edges themselves: log10's rounding moves it by at most one.
+            torch.log10(r, out=t)
+            t.add_(-self._log_lo).mul_(self._per_decade).floor_().clamp_(-1, nb).add_(1)
+            t.nan_to_num_(0.0)  # sqrt of a negative state value: the layer falls back below
+            idx.copy_(t)
+            idx += r >= ext.index_select(0, idx + 1)
+            idx -= (r < ext.index_select(0, idx)).to(torch.int64)
             raw += torch.bincount(idx, minlength=nb + 2)
             zeros += (r == 0).sum()
             eff = r.add_(eps).reciprocal_().mul_(lr)
@@ -594,23 +618,68 @@ class StatsEngine:
             lo, hi = torch.aminmax(eff)
             lows.append(lo)
             highs.append(hi)
+        total = torch.stack(sums).sum()
+        if not math.isfinite(float(total)):
+            return False
         # raw[j] counts values with j edges <= value: below the first edge (j=0) and at or above
         # the last (j=nb+1) are clamped into the end buckets; exact zeros sit in raw[0].
         counts = raw[1 : nb + 1].clone()
         counts[0] += raw[0] - zeros
         counts[nb - 1] += raw[nb + 1]
-        fields["eff_lr_mean"] = pk.scalar(torch.stack(sums).sum() / n)
+        fields["eff_lr_mean"] = pk.scalar(total / n)
         fields["eff_lr_min"] = pk.scalar(torch.stack(lows).min())
         fields["eff_lr_max"] = pk.scalar(torch.stack(highs).max())
-        for q in QUANTILES:
-            k = lower_quantile_index(n, q)
-            # k-th smallest eff = eff of the (n-1-k)-th smallest v (1-based: n-k).
-            v_k = torch.kthvalue(v, n - k).values
+        # k-th smallest eff = eff of the (n-1-k)-th smallest v.
+        ks = [lower_quantile_index(n, q) for q in QUANTILES]
+        for q, v_k in zip(QUANTILES, self._kth_smallest(v, [n - 1 - k for k in ks]), strict=True):
             fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(
                 v_k.sqrt().add_(eps).reciprocal_().mul_(lr)
             )
         hist = torch.cat([counts, zeros.reshape(1), torch.zeros(1, dtype=torch.int64)])
         fields["hist"] = pk.vector(hist.to(torch.float64))
+        return True
+
+    def _kth_smallest(self, v: torch.Tensor, ranks: Sequence[int]) -> list[torch.Tensor]:
+        """The rank-th (0-based) smallest values of a non-negative float32/float64 vector.
+
+        Radix select instead of a sort: non-negative floats order like their bit patterns, so a
+        count of the top 15 bits (sign dropped: -0.0 joins +0.0) puts each rank in one bin; a
+        second pass gathers only that bin's values for `kthvalue`. Chunked, like the rest.
+        """
+        itype, shift = (torch.int32, 16) if v.dtype == torch.float32 else (torch.int64, 48)
+        bits = v.view(itype)
+        nbins = 1 << 15
+        size = max(1, self.chunk_bytes // v.element_size())
+        n = v.numel()
+        counts = torch.zeros(nbins, dtype=torch.int64)
+        for start in range(0, n, size):
+            top = bits[start : start + size].bitwise_right_shift(shift).bitwise_and_(nbins - 1)
+            counts += torch.bincount(top, minlength=nbins)
+        cum = counts.cumsum(0)
+        bins = torch.searchsorted(cum, torch.tensor(list(ranks)), right=True).tolist()
+        wanted = sorted(set(bins))
+        found: dict[int, list[torch.Tensor]] = {b: [] for b in wanted}
+        for start in range(0, n, size):
+            top = bits[start : start + size].bitwise_right_shift(shift).bitwise_and_(nbins - 1)
+            chunk = v[start : start + size]
+            for b in wanted:
+                found[b].append(chunk[top == b])
+        out: list[torch.Tensor] = []
+        for rank, b in zip(ranks, bins, strict=True):
+            below = int(cum[b - 1]) if b > 0 else 0
+            values = torch.cat(found[b])
+            out.append(torch.kthvalue(values, rank - below + 1).values)
+        return out
+
+    def _extended_edges(self, x: torch.Tensor) -> torch.Tensor:
+        """[-inf, edges..., +inf] in x's dtype: ext[j] <= value < ext[j+1] iff j edges <= it."""
+        key = (x.device, x.dtype, "ext")
+        if key not in self._ext_edges:
+            inf = float("inf")
+            self._ext_edges[key] = torch.tensor(
+                (-inf, *self.edges_list, inf), dtype=x.dtype, device=x.device
+            )
+        return self._ext_edges[key]
 
     def _index_scratch(self, size: int) -> torch.Tensor:
         if self._idx_scratch is None or self._idx_scratch.numel() < size:

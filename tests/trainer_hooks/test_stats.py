@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rmswatch.trainer_hooks import Monitor, reference
-from rmswatch.trainer_hooks.records import LayerStats
+from rmswatch.trainer_hooks.records import RMS_EDGES, LayerStats
+from rmswatch.trainer_hooks.stats import decode
 from tests.trainer_hooks.support import batches, tiny_model, train
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -297,3 +298,43 @@ def test_a_parameter_that_never_had_a_gradient_has_no_distribution() -> None:
     mon.close()
     stats = mon.records[0].layers["4.bias"]
     assert not stats.has_grad and stats.rms_hist is None and stats.eff_lr_mean is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_chunked_exact_distribution_equals_the_sorting_path_at_bucket_edges(
+    dtype: torch.dtype,
+) -> None:
+    """The fused path buckets by log10 (corrected against the edges) and selects quantiles by
+    radix select; at and next to every edge, on zeros and on ties it must equal bucketize/kthvalue.
+    """
+    edges = torch.tensor(RMS_EDGES, dtype=dtype)
+    rms = torch.cat(
+        [
+            edges,
+            torch.nextafter(edges, torch.zeros_like(edges)),
+            torch.nextafter(edges, torch.full_like(edges, math.inf)),
+            torch.zeros(7, dtype=dtype),
+            torch.full((300,), 3e-4, dtype=dtype),  # ties straddling the quantile positions
+            torch.tensor([1e-12, 5e-11, 1e3, 7e5], dtype=dtype),
+            torch.rand(5000, generator=torch.Generator().manual_seed(3), dtype=dtype).mul_(1e-2),
+        ]
+    )
+    param = torch.nn.Parameter(torch.zeros(rms.numel(), dtype=dtype))
+    opt = torch.optim.RMSprop([param], lr=1e-3)
+    param.grad = torch.ones_like(param)
+    opt.step()
+    opt.state[param]["square_avg"].copy_(rms * rms)
+    stats = {}
+    for label, chunk_bytes in (("fused", 1024), ("per-layer", 0)):
+        mon = Monitor(opt, chunk_bytes=chunk_bytes, exact_every=1)
+        packed = mon._engine.compute(exact=True)
+        layers, _, _ = decode(packed, packed.buffer.tolist(), RMS_EDGES)
+        stats[label] = layers["group0.param0"]
+        mon.close()
+    assert mon._engine._scratch == {}  # the per-layer engine really took the other path
+    fused, plain = stats["fused"], stats["per-layer"]
+    assert fused.rms_hist == plain.rms_hist and fused.rms_hist is not None
+    assert fused.rms_hist.zeros == 7 and fused.rms_hist.total == rms.numel()
+    for field in ("eff_lr_min", "eff_lr_p50", "eff_lr_p95", "eff_lr_max"):
+        assert getattr(fused, field) == getattr(plain, field), field
+    assert fused.eff_lr_mean == pytest.approx(plain.eff_lr_mean, rel=1e-6)
