@@ -163,3 +163,61 @@ def adapter_for(optimizer: object) -> Adapter:
         f"rmswatch cannot read {type(optimizer).__module__}.{type(optimizer).__qualname__}: "
         f"it needs an optimizer with RMS (square_avg) state; supported: {supported}"
     )
+
+
+def _rmsprop_sums(
+    g: torch.Tensor,
+    v: torch.Tensor,
+    ga: torch.Tensor | None,
+    p: torch.Tensor,
+    eps: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    decay: bool,
+) -> torch.Tensor:
+    """[|g|^2, |u|^2 / lr^2, sum(denominator), |p|^2] in one loop (the body `torch.compile`
+    fuses); a = wd * sign and b = lr * wd, as in `fused_sums_chunked`."""
+    d = (v.addcmul(ga, ga, value=-1) if ga is not None else v).sqrt() + eps
+    num = (g + a * p) / (d - b) if decay else g / d
+    return torch.stack([(g * g).sum(), (num * num).sum(), d.sum(), (p * p).sum()])
+
+
+_compiled_sums: Any = None
+
+
+def compiled_sums(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    state: Mapping[str, Any],
+    group: Mapping[str, Any],
+) -> dict[str, list[torch.Tensor]]:
+    """`fused_sums_chunked`'s sums from one `torch.compile`d (Inductor) kernel per layer.
+
+    Compiled on first use (seconds to tens of seconds; cached by Inductor on disk), one graph
+    per (centered, weight decay) combination and dtype; shapes are dynamic, hyperparameters
+    are passed as 0-d tensors so that changing them never recompiles.
+    """
+    global _compiled_sums
+    if _compiled_sums is None:
+        _compiled_sums = torch.compile(_rmsprop_sums, dynamic=True)
+    lr = float(_lr_of(group))
+    wd = float(group.get("weight_decay", 0))
+    sign = -1.0 if group.get("maximize", False) else 1.0
+    dtype = param.dtype
+    ga = state["grad_avg"].reshape(-1) if group.get("centered", False) else None
+    out = _compiled_sums(
+        grad.reshape(-1),
+        state["square_avg"].reshape(-1),
+        ga,
+        param.reshape(-1),
+        torch.tensor(float(group["eps"]), dtype=dtype),
+        torch.tensor(wd * sign, dtype=dtype),
+        torch.tensor(lr * wd, dtype=dtype),
+        wd != 0,
+    )
+    return {
+        "grad_sq": [out[0]],
+        "update_sq": [out[1]],
+        "den_sum": [out[2]],
+        "param_sq": [out[3]],
+    }

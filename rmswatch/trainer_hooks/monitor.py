@@ -77,7 +77,8 @@ class Monitor:
     sample), `queue_size` (sink queue bound; full -> dropped and counted), `keep_records`
     (bound of `records`), `sample_interval` (seconds between sampler polls), `stats_threads`
     (intra-op threads for the CPU statistics; None keeps torch's setting), `chunk_bytes` (scratch
-    size of the chunked CPU update-norm pass; 0 turns it off).
+    size of the chunked CPU update-norm pass; 0 turns it off), `kernel` ("eager", or "compiled":
+    the CPU norm pass as a torch.compile'd kernel, compiled at the first telemetry step).
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class Monitor:
         sample_seed: int = 0,
         stats_threads: int | None = 1,
         chunk_bytes: int = 1 << 20,
+        kernel: str = "eager",
     ) -> None:
         self._adapter = adapter_for(optimizer)
         for name, value, low in (
@@ -133,6 +135,7 @@ class Monitor:
             sample_size=sample_size,
             sample_seed=sample_seed,
             chunk_bytes=chunk_bytes,
+            kernel=kernel,
         )
         self._run_info = self._build_run_info(job, run_id, labels, rank, world_size)
         self._records: deque[StepRecord] = deque(maxlen=keep_records)

@@ -8,6 +8,7 @@ is non-finite; CUDA: no host reads at all) is chosen once, at construction.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,10 +16,12 @@ from typing import Any
 
 import torch
 
-from rmswatch.trainer_hooks.adapters import Adapter
+from rmswatch.trainer_hooks.adapters import Adapter, compiled_sums
 from rmswatch.trainer_hooks.records import RMS_EDGES, Histogram, LayerStats
 
 QUANTILES = (0.5, 0.95)
+KERNELS = ("eager", "compiled")
+log = logging.getLogger(__name__)
 _NAN = float("nan")
 
 
@@ -144,6 +147,7 @@ class StatsEngine:
         sample_seed: int = 0,
         chunk_bytes: int = 1 << 20,
         edges: Sequence[float] = RMS_EDGES,
+        kernel: str = "eager",
     ) -> None:
         self.adapter = adapter
         self.optimizer = optimizer
@@ -157,6 +161,10 @@ class StatsEngine:
         # allocating and writing tensors as large as the parameters (CPU: writes dominate).
         self.chunked = chunk_bytes > 0 and device.type == "cpu"
         self.chunk_bytes = chunk_bytes
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel={kernel!r}: expected one of {', '.join(KERNELS)}")
+        # "compiled": the fused norm pass as one torch.compile'd kernel per layer (CPU, opt-in).
+        self.kernel = kernel if self.chunked else "eager"
         self._scratch: dict[
             tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]
         ] = {}
@@ -339,8 +347,9 @@ class StatsEngine:
         n_layers, n_s = eff.shape
         means = eff.mean(dim=1, dtype=torch.float64)
         lows, highs = torch.aminmax(eff, dim=1)
-        ordered = eff.sort(dim=1).values
         picks = [lower_quantile_index(n_s, q) for q in QUANTILES]
+        # Two selections over all rows at once cost less than one sort of them.
+        selected = [eff.kthvalue(k + 1, dim=1).values for k in picks]
         nb2 = self.n_buckets + 2
         idx = self._bucket_index(rms).add_(
             torch.arange(n_layers, device=rms.device).mul_(nb2).unsqueeze(1)
@@ -353,8 +362,8 @@ class StatsEngine:
             fields["eff_lr_mean"] = pk.scalar(means[i])
             fields["eff_lr_min"] = pk.scalar(lows[i])
             fields["eff_lr_max"] = pk.scalar(highs[i])
-            for q, k in zip(QUANTILES, picks, strict=True):
-                fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(ordered[i, k])
+            for q, values in zip(QUANTILES, selected, strict=True):
+                fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(values[i])
             fields["hist"] = pk.vector(scaled[i])
 
     @staticmethod
@@ -476,7 +485,7 @@ class StatsEngine:
                 plan["state"] = {k: norm_of(t) for k, t in tensors.items()}
                 plan["update"] = plan["state"]["momentum_buffer"]
             else:
-                parts = self.adapter.fused_sums_chunked(p, grad, state, group, self._scratch_for(p))
+                parts = self._fused_sums(p, grad, state, group)
                 plan["grad"] = sum_of(parts["grad_sq"], p.dtype)
                 plan["update"] = sum_of(parts["update_sq"], p.dtype)
                 covered = {"square_avg", "grad_avg"} if group.get("centered") else {"square_avg"}
@@ -540,6 +549,21 @@ class StatsEngine:
                 "update_sq": squared(plan["update"]) * lr * lr,
             }
         return out
+
+    def _fused_sums(
+        self,
+        p: torch.Tensor,
+        grad: torch.Tensor,
+        state: Mapping[str, Any],
+        group: Mapping[str, Any],
+    ) -> dict[str, list[torch.Tensor]]:
+        if self.kernel == "compiled":
+            try:
+                return compiled_sums(p, grad, state, group)
+            except Exception as exc:  # no compiler, unsupported platform: stay correct, eager
+                log.warning("rmswatch: compiled statistics kernel unavailable (%s); eager", exc)
+                self.kernel = "eager"
+        return self.adapter.fused_sums_chunked(p, grad, state, group, self._scratch_for(p))
 
     def _fusable(self, slot: Slot, grad: torch.Tensor | None, state: Mapping[str, Any]) -> bool:
         p = slot.param
@@ -646,6 +670,8 @@ class StatsEngine:
         count of the top 15 bits (sign dropped: -0.0 joins +0.0) puts each rank in one bin; a
         second pass gathers only that bin's values for `kthvalue`. Chunked, like the rest.
         """
+        if v.numel() <= 1 << 16:  # small: selection directly beats two counting passes
+            return [torch.kthvalue(v, rank + 1).values for rank in ranks]
         itype, shift = (torch.int32, 16) if v.dtype == torch.float32 else (torch.int64, 48)
         bits = v.view(itype)
         nbins = 1 << 15

@@ -158,6 +158,38 @@ def test_exact_statistics_agree_with_the_float64_reference(
     assert mon.records[-1].layers["0.bias"].update_norm == 0.0
 
 
+@pytest.mark.parametrize("variant", ["plain", "centered", "weight_decay"])
+def test_compiled_kernel_agrees_with_the_float64_reference(variant: str) -> None:
+    """The opt-in torch.compile'd norm pass (float32), against the same reference."""
+    model = tiny_model()
+    opt = _opt(model, variant)
+    mon = Monitor(opt, model=model, kernel="compiled", exact_every=1)
+    refs: list[dict[str, LayerStats]] = []
+
+    def after_step(i: int, loss: torch.Tensor) -> None:
+        by_param = {p: g for g in opt.param_groups for p in g["params"]}
+        refs.append(
+            {
+                name: reference.layer_stats(p, opt.state.get(p, {}), by_param[p], grad=p.grad)
+                for name, p in model.named_parameters()
+            }
+        )
+
+    train(model, opt, batches(2), after_step=after_step)
+    mon.close()
+    assert mon._engine.kernel == "compiled"
+    for record, ref in zip(mon.records, refs, strict=True):
+        for name, stats in record.layers.items():
+            _assert_agrees(stats, ref[name], 1e-5, f"step{record.step}.{name}")
+
+
+def test_an_unknown_kernel_is_refused_with_the_accepted_values() -> None:
+    model = tiny_model()
+    opt = torch.optim.RMSprop(model.parameters())
+    with pytest.raises(ValueError, match="kernel='fast'.*eager, compiled"):
+        Monitor(opt, model=model, kernel="fast")
+
+
 @pytest.mark.parametrize(
     "variant",
     [
@@ -170,7 +202,7 @@ def test_exact_statistics_agree_with_the_float64_reference(
         "everything-for-loop",
     ],
 )
-@pytest.mark.parametrize("path", ["per-layer", "fused-exact", "fused-sampled"])
+@pytest.mark.parametrize("path", ["per-layer", "fused-exact", "fused-sampled", "compiled"])
 def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path: str) -> None:
     torch.set_default_dtype(torch.float64)
     try:
@@ -183,6 +215,7 @@ def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path:
         "per-layer": {"exact_every": 1, "chunk_bytes": 0},
         "fused-exact": {"exact_every": 1, "chunk_bytes": 40},
         "fused-sampled": {"sample_size": 1, "chunk_bytes": 40},
+        "compiled": {"sample_size": 1, "kernel": "compiled"},
     }
     mon = Monitor(opt, model=model, **knobs[path])  # type: ignore[arg-type]
     before: list[dict[str, torch.Tensor]] = []
@@ -200,6 +233,8 @@ def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path:
     mon.close()
     if path == "per-layer":
         assert not mon._engine._scratch
+    elif path == "compiled":
+        assert mon._engine.kernel == "compiled"  # it compiled and ran, no eager fallback
     elif "momentum" not in VARIANTS[variant]:
         assert mon._engine._scratch  # the update norm went through the fused chunk pass
     for record, real in zip(mon.records, actual, strict=True):
@@ -316,7 +351,8 @@ def test_chunked_exact_distribution_equals_the_sorting_path_at_bucket_edges(
             torch.zeros(7, dtype=dtype),
             torch.full((300,), 3e-4, dtype=dtype),  # ties straddling the quantile positions
             torch.tensor([1e-12, 5e-11, 1e3, 7e5], dtype=dtype),
-            torch.rand(5000, generator=torch.Generator().manual_seed(3), dtype=dtype).mul_(1e-2),
+            # more than 2**16 values, so quantiles go through the radix select
+            torch.rand(70000, generator=torch.Generator().manual_seed(3), dtype=dtype).mul_(1e-2),
         ]
     )
     param = torch.nn.Parameter(torch.zeros(rms.numel(), dtype=dtype))
