@@ -33,6 +33,7 @@ from rmswatch.trainer_hooks import Monitor  # noqa: E402
 from rmswatch.trainer_hooks.records import RunInfo, RunStatus, Telemetry  # noqa: E402
 
 ALL_VARIANTS = ("bare", "rmswatch-1", "rmswatch-10", "tensorboard", "wandb")
+# Also accepted: rmswatch-1c, rmswatch-10c (kernel="compiled"; compiled during warm-up).
 Step = Callable[[], None]
 
 
@@ -82,8 +83,11 @@ def variant_loop(name: str, width: int, depth: int, batch: int) -> Iterator[Step
 
             yield step
         elif name.startswith("rmswatch-"):
-            every = int(name.split("-", 1)[1])
-            mon = Monitor(opt, model=model, every=every, sinks=[NullSink()])
+            # rmswatch-<every>, or rmswatch-<every>c for kernel="compiled"
+            spec = name.split("-", 1)[1]
+            kernel = "compiled" if spec.endswith("c") else "eager"
+            every = int(spec.removesuffix("c"))
+            mon = Monitor(opt, model=model, every=every, sinks=[NullSink()], kernel=kernel)
 
             def step() -> None:
                 mon.record_loss(core())
@@ -149,25 +153,28 @@ def exact_step_cost(args: argparse.Namespace) -> dict[str, float]:
     x = torch.randn(args.batch, args.width)
     model(x).sum().backward()
     opt.step()
-    mon = Monitor(opt, model=model)
-    engine = mon._engine
     out: dict[str, float] = {}
-    for label, exact in (("exact", True), ("sampled", False)):
-        times = []
-        for _ in range(max(3, args.repeats)):
-            t0 = time.perf_counter()
-            mon._compute(exact)  # with the monitor's own threading policy
-            times.append((time.perf_counter() - t0) * 1000)
-        out[label] = statistics.median(times)
-    out["held_bytes"] = float(
-        sum(
-            s.sample.numel() * s.sample.element_size() for s in engine.slots if s.sample is not None
-        )
-    )
+    for kernel in ("eager", "compiled"):
+        mon = Monitor(opt, model=model, kernel=kernel)
+        mon._compute(False)  # compiles (kernel="compiled") and warms the caches
+        suffix = "" if kernel == "eager" else "_compiled"
+        for label, exact in (("exact", True), ("sampled", False)):
+            times = []
+            for _ in range(max(5, 3 * args.repeats)):
+                t0 = time.perf_counter()
+                mon._compute(exact)  # with the monitor's own threading policy
+                times.append((time.perf_counter() - t0) * 1000)
+            out[label + suffix] = statistics.median(times)
+        engine = mon._engine
+        mon.close()
+    # What the hooks keep between steps: sample indices and the reusable scratch buffers.
+    kept = [s.sample for s in engine.slots if s.sample is not None]
+    kept += [t for pair in engine._scratch.values() for t in pair]
+    kept += [engine._idx_scratch] if engine._idx_scratch is not None else []
+    out["held_bytes"] = float(sum(t.numel() * t.element_size() for t in kept))
     out["state_bytes"] = float(
         sum(t.numel() * t.element_size() for st in opt.state.values() for t in st.values())
     )
-    mon.close()
     return out
 
 
@@ -254,8 +261,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         cost = exact_step_cost(args)
         results["stats_ms"] = cost
         print(
-            f"statistics alone: exact step {cost['exact']:.1f} ms, sampled step "
-            f"{cost['sampled']:.1f} ms (exact every 50 telemetry steps on CPU by default); "
+            f"statistics alone (median ms): exact step {cost['exact']:.1f} eager / "
+            f"{cost['exact_compiled']:.1f} compiled, sampled step {cost['sampled']:.1f} eager / "
+            f"{cost['sampled_compiled']:.1f} compiled (exact every 50 telemetry steps on CPU); "
             f"hook-held buffers {cost['held_bytes'] / 1e6:.2f} MB vs optimizer state "
             f"{cost['state_bytes'] / 1e6:.1f} MB"
         )

@@ -124,6 +124,41 @@ class _Reader:
         return [float(x) for x in self._values[start : start + self._vector_sizes[index]]]
 
 
+def weighted_lower_quantiles(
+    vals: torch.Tensor, weights: torch.Tensor, qs: Sequence[float]
+) -> list[float] | None:
+    """Weighted 'lower' quantiles of float64 values (CPU, host reads), without a full sort.
+
+    For each q: the smallest value whose cumulative weight (values in ascending order)
+    reaches q * total. Non-negative floats order like their bit patterns, so a weighted count
+    of the top 15 bits finds the bin holding each answer, and only that bin is sorted. None when
+    some value is negative or not finite (the caller sorts instead).
+    """
+    if vals.numel() == 0:
+        return None
+    lo, hi = torch.aminmax(vals)
+    if not (float(lo) >= 0 and math.isfinite(float(hi))):
+        return None
+    nbins = 1 << 15
+    top = vals.view(torch.int64).bitwise_right_shift(48).bitwise_and_(nbins - 1)
+    cum = torch.bincount(top, weights=weights, minlength=nbins).cumsum(0)
+    total = float(cum[-1])
+    targets = torch.tensor([q * total for q in qs], dtype=torch.float64)
+    bins = torch.searchsorted(cum, targets).clamp_(max=nbins - 1).tolist()
+    out: list[float] = []
+    for target, b in zip(targets.tolist(), bins, strict=True):
+        mask = top == b
+        candidates, order = vals[mask].sort()
+        if candidates.numel() == 0:  # target beyond the total (rounding): the largest value
+            out.append(float(hi))
+            continue
+        below = float(cum[b - 1]) if b > 0 else 0.0
+        ccum = weights[mask][order].cumsum(0).add_(below)
+        pos = int(torch.searchsorted(ccum, torch.tensor([target], dtype=torch.float64)))
+        out.append(float(candidates[min(pos, candidates.numel() - 1)]))
+    return out
+
+
 def lower_quantile_index(n: int, q: float) -> int:
     """0-based sorted position of the q-quantile with 'lower' interpolation."""
     return int(math.floor(q * (n - 1)))
@@ -312,6 +347,12 @@ class StatsEngine:
         if global_eff:
             vals = torch.cat([e.to(torch.float64) for e in global_eff])
             weights = torch.cat([w.to(torch.float64) for w in global_w])
+            radix = weighted_lower_quantiles(vals, weights, QUANTILES) if self.host_reads else None
+            if radix is not None:
+                for q, value in zip(QUANTILES, radix, strict=True):
+                    global_fields[f"eff_lr_p{round(q * 100)}"] = pk.scalar(value)
+                vals = vals[:0]  # done: skip the sort below
+        if global_eff and vals.numel():
             order = torch.argsort(vals)
             cum = weights[order].cumsum(0)
             total = cum[-1]

@@ -10,7 +10,7 @@ import torch
 
 from rmswatch.trainer_hooks import Monitor, reference
 from rmswatch.trainer_hooks.records import RMS_EDGES, LayerStats
-from rmswatch.trainer_hooks.stats import decode
+from rmswatch.trainer_hooks.stats import decode, weighted_lower_quantiles
 from tests.trainer_hooks.support import batches, tiny_model, train
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -374,3 +374,27 @@ def test_chunked_exact_distribution_equals_the_sorting_path_at_bucket_edges(
     for field in ("eff_lr_min", "eff_lr_p50", "eff_lr_p95", "eff_lr_max"):
         assert getattr(fused, field) == getattr(plain, field), field
     assert fused.eff_lr_mean == pytest.approx(plain.eff_lr_mean, rel=1e-6)
+
+
+def test_weighted_global_quantiles_without_a_sort_equal_the_reference() -> None:
+    gen = torch.Generator().manual_seed(5)
+    vals = torch.cat(
+        [
+            torch.rand(4000, generator=gen, dtype=torch.float64).mul_(1e-3),
+            torch.full((500,), 2e-4, dtype=torch.float64),  # ties across the quantile positions
+            torch.zeros(20, dtype=torch.float64),
+            torch.tensor([5.0, 7e3], dtype=torch.float64),
+        ]
+    )
+    weights = torch.cat([torch.full((4000,), 256.0), torch.full((500,), 2.5), torch.ones(22)]).to(
+        torch.float64
+    )
+    got = weighted_lower_quantiles(vals, weights, (0.0, 0.5, 0.95, 1.0))
+    assert got is not None
+    want = [
+        reference.weighted_lower_quantile(vals.tolist(), weights.tolist(), q)
+        for q in (0.0, 0.5, 0.95, 1.0)
+    ]
+    assert got == want
+    nan = torch.tensor([1.0, math.nan], dtype=torch.float64)
+    assert weighted_lower_quantiles(nan, torch.ones(2, dtype=torch.float64), (0.5,)) is None
