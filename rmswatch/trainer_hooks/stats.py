@@ -66,7 +66,17 @@ class Packer:
     def pack(self, device: torch.device) -> torch.Tensor:
         parts: list[torch.Tensor] = []
         if self.scalars:
-            parts.append(torch.stack([s.to(torch.float64) for s in self.scalars]))
+            by_dtype: dict[torch.dtype, list[int]] = {}
+            for i, s in enumerate(self.scalars):
+                by_dtype.setdefault(s.dtype, []).append(i)
+            if device.type == "cpu":  # one stack and one conversion per dtype, not per scalar
+                out = torch.empty(len(self.scalars), dtype=torch.float64)
+                for positions in by_dtype.values():
+                    values = torch.stack([self.scalars[i] for i in positions])
+                    out.index_copy_(0, torch.tensor(positions), values.to(torch.float64))
+                parts.append(out)
+            else:
+                parts.append(torch.stack([s.to(torch.float64) for s in self.scalars]))
         parts.extend(v.to(torch.float64) for v in self.vectors)
         if not parts:
             return torch.zeros(0, dtype=torch.float64, device=device)
