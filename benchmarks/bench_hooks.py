@@ -7,6 +7,7 @@ every repeat) and the table reports the median over repeats of each run's mean m
     python benchmarks/bench_hooks.py                 # full run (~3-4 min)
     python benchmarks/bench_hooks.py --quick --variants bare,rmswatch-1,rmswatch-10
     python benchmarks/bench_hooks.py --memory        # peak RSS per variant, fresh processes
+    python benchmarks/bench_hooks.py --blocks 25 --steps 10   # fine interleaving, shared machine
 """
 
 from __future__ import annotations
@@ -147,6 +148,39 @@ def time_variant(name: str, args: argparse.Namespace) -> float:
         return (time.perf_counter() - start) * 1000 / args.steps
 
 
+def time_blocks(variants: Sequence[str], args: argparse.Namespace) -> dict[str, list[float]]:
+    """All variants live at once; `args.blocks` rounds of `args.steps` steps each, rotating.
+
+    On a shared machine a burst of load lasts seconds; blocks of a few hundred ms, interleaved,
+    let every variant see the same bursts, and the median over blocks drops them.
+    """
+    runs: dict[str, list[float]] = {v: [] for v in variants}
+    with contextlib.ExitStack() as stack:
+        steps = {
+            v: stack.enter_context(variant_loop(v, args.width, args.depth, args.batch))
+            for v in variants
+        }
+        for v in variants:
+            for _ in range(args.warmup):
+                steps[v]()
+        for block in range(args.blocks):
+            order = list(variants[block % len(variants) :]) + list(
+                variants[: block % len(variants)]
+            )
+            for v in order:
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    steps[v]()
+                runs[v].append((time.perf_counter() - start) * 1000 / args.steps)
+            print(
+                f"  block {block + 1}/{args.blocks} "
+                + " ".join(f"{v}={runs[v][-1]:.1f}" for v in variants),
+                file=sys.stderr,
+                flush=True,
+            )
+    return runs
+
+
 def exact_step_cost(args: argparse.Namespace) -> dict[str, float]:
     """Cost of the statistics alone: exact vs sampled steps (the cadence trade-off)."""
     model, opt = build(args.width, args.depth)
@@ -211,6 +245,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=0,
+        help="interleave all variants in this many blocks of --steps steps (noisy machines)",
+    )
     parser.add_argument("--memory", action="store_true", help="also peak RSS per variant")
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--_rss-child", dest="rss_child", help=argparse.SUPPRESS)
@@ -225,7 +265,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.steps, args.warmup, args.repeats = 3, 1, 1
     variants = [v for v in args.variants.split(",") if v]
     runs: dict[str, list[float]] = {v: [] for v in variants}
-    for rep in range(args.repeats):
+    if args.blocks:
+        runs = time_blocks(variants, args)
+    for rep in range(0 if args.blocks else args.repeats):
         order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
         for name in order:
             runs[name].append(time_variant(name, args))
@@ -241,7 +283,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"workload: {args.depth} x Linear({args.width},{args.width})+GELU + "
         f"Linear({args.width},10), {params / 1e6:.1f}M params, batch {args.batch}, "
         f"{args.threads} threads, RMSprop(foreach=True); {args.steps} timed steps/run, "
-        f"median of {args.repeats} interleaved runs"
+        + (
+            f"median of {args.blocks} interleaved blocks (all variants live at once)"
+            if args.blocks
+            else f"median of {args.repeats} interleaved runs"
+        )
     )
     # Paired ratios: each run against the bare run of the same repeat (adjacent in time), so a
     # burst of load from other processes on the machine hits numerator and denominator alike.
