@@ -34,7 +34,8 @@ from rmswatch.trainer_hooks import Monitor  # noqa: E402
 from rmswatch.trainer_hooks.records import RunInfo, RunStatus, Telemetry  # noqa: E402
 
 ALL_VARIANTS = ("bare", "rmswatch-1", "rmswatch-10", "tensorboard", "wandb")
-# Also accepted: rmswatch-1c, rmswatch-10c (kernel="compiled"; compiled during warm-up).
+# Also accepted: rmswatch-<every>c (kernel="compiled"; compiled during warm-up), and an "s"
+# suffix for stats_threads=1 (statistics on one thread, the choice for oversubscribed machines).
 Step = Callable[[], None]
 
 
@@ -84,11 +85,19 @@ def variant_loop(name: str, width: int, depth: int, batch: int) -> Iterator[Step
 
             yield step
         elif name.startswith("rmswatch-"):
-            # rmswatch-<every>, or rmswatch-<every>c for kernel="compiled"
+            # rmswatch-<every>[c][s]: c = kernel="compiled", s = stats_threads=1 (single thread)
             spec = name.split("-", 1)[1]
-            kernel = "compiled" if spec.endswith("c") else "eager"
-            every = int(spec.removesuffix("c"))
-            mon = Monitor(opt, model=model, every=every, sinks=[NullSink()], kernel=kernel)
+            kernel = "compiled" if "c" in spec else "eager"
+            threads: int | None = 1 if "s" in spec else None
+            every = int(spec.rstrip("cs"))
+            mon = Monitor(
+                opt,
+                model=model,
+                every=every,
+                sinks=[NullSink()],
+                kernel=kernel,
+                stats_threads=threads,
+            )
 
             def step() -> None:
                 mon.record_loss(core())
