@@ -268,7 +268,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.rss_child:
         ms = time_variant(args.rss_child, args)
         del ms
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        # VmHWM belongs to this process's own address space. ru_maxrss would survive fork+exec
+        # and report the parent's peak instead.
+        status = Path("/proc/self/status")
+        hwm = [line for line in status.read_text().splitlines() if line.startswith("VmHWM:")]
+        if hwm:
+            print(int(hwm[0].split()[1]) * 1024)
+        else:
+            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         return
     if args.quick:
         args.steps, args.warmup, args.repeats = 3, 1, 1
