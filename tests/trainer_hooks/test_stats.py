@@ -126,7 +126,8 @@ def test_exact_statistics_agree_with_the_float64_reference(
     # path works in float32 and would (rightly) differ. A representable eps keeps it meaningful.
     low_precision = dtype != torch.float32
     opt = _opt(model, variant, eps=2e-3) if low_precision else _opt(model, variant)
-    # fused: one chunk per tensor; fused-40B: every sum spans chunks; per-layer: chunk_bytes=0.
+    # fused: one chunk per tensor (small tensors: whole-tensor distributions); fused-40B: every
+    # sum and distribution spans chunks; per-layer: chunk_bytes=0.
     mon = Monitor(opt, model=model, exact_every=1, chunk_bytes=chunk_bytes)
     refs: list[dict[str, LayerStats]] = []
     frozen = model[0].bias  # a parameter without a gradient from step 2 on
