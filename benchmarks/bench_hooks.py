@@ -7,6 +7,7 @@ every repeat) and the table reports the median over repeats of each run's mean m
     python benchmarks/bench_hooks.py                 # full run (~3-4 min)
     python benchmarks/bench_hooks.py --quick --variants bare,rmswatch-1,rmswatch-10
     python benchmarks/bench_hooks.py --memory        # peak RSS per variant, fresh processes
+    python benchmarks/bench_hooks.py --blocks 25 --steps 10   # fine interleaving, shared machine
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from rmswatch.trainer_hooks import Monitor  # noqa: E402
 from rmswatch.trainer_hooks.records import RunInfo, RunStatus, Telemetry  # noqa: E402
 
 ALL_VARIANTS = ("bare", "rmswatch-1", "rmswatch-10", "tensorboard", "wandb")
+# Also accepted: rmswatch-<every>c (kernel="compiled"; compiled during warm-up), and an "s"
+# suffix for stats_threads=1 (statistics on one thread, the choice for oversubscribed machines).
 Step = Callable[[], None]
 
 
@@ -82,8 +85,19 @@ def variant_loop(name: str, width: int, depth: int, batch: int) -> Iterator[Step
 
             yield step
         elif name.startswith("rmswatch-"):
-            every = int(name.split("-", 1)[1])
-            mon = Monitor(opt, model=model, every=every, sinks=[NullSink()])
+            # rmswatch-<every>[c][s]: c = kernel="compiled", s = stats_threads=1 (single thread)
+            spec = name.split("-", 1)[1]
+            kernel = "compiled" if "c" in spec else "eager"
+            threads: int | None = 1 if "s" in spec else None
+            every = int(spec.rstrip("cs"))
+            mon = Monitor(
+                opt,
+                model=model,
+                every=every,
+                sinks=[NullSink()],
+                kernel=kernel,
+                stats_threads=threads,
+            )
 
             def step() -> None:
                 mon.record_loss(core())
@@ -143,31 +157,67 @@ def time_variant(name: str, args: argparse.Namespace) -> float:
         return (time.perf_counter() - start) * 1000 / args.steps
 
 
+def time_blocks(variants: Sequence[str], args: argparse.Namespace) -> dict[str, list[float]]:
+    """All variants live at once; `args.blocks` rounds of `args.steps` steps each, rotating.
+
+    On a shared machine a burst of load lasts seconds; blocks of a few hundred ms, interleaved,
+    let every variant see the same bursts, and the median over blocks drops them.
+    """
+    runs: dict[str, list[float]] = {v: [] for v in variants}
+    with contextlib.ExitStack() as stack:
+        steps = {
+            v: stack.enter_context(variant_loop(v, args.width, args.depth, args.batch))
+            for v in variants
+        }
+        for v in variants:
+            for _ in range(args.warmup):
+                steps[v]()
+        for block in range(args.blocks):
+            order = list(variants[block % len(variants) :]) + list(
+                variants[: block % len(variants)]
+            )
+            for v in order:
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    steps[v]()
+                runs[v].append((time.perf_counter() - start) * 1000 / args.steps)
+            print(
+                f"  block {block + 1}/{args.blocks} "
+                + " ".join(f"{v}={runs[v][-1]:.1f}" for v in variants),
+                file=sys.stderr,
+                flush=True,
+            )
+    return runs
+
+
 def exact_step_cost(args: argparse.Namespace) -> dict[str, float]:
     """Cost of the statistics alone: exact vs sampled steps (the cadence trade-off)."""
     model, opt = build(args.width, args.depth)
     x = torch.randn(args.batch, args.width)
     model(x).sum().backward()
     opt.step()
-    mon = Monitor(opt, model=model)
-    engine = mon._engine
     out: dict[str, float] = {}
-    for label, exact in (("exact", True), ("sampled", False)):
-        times = []
-        for _ in range(max(3, args.repeats)):
-            t0 = time.perf_counter()
-            mon._compute(exact)  # with the monitor's own threading policy
-            times.append((time.perf_counter() - t0) * 1000)
-        out[label] = statistics.median(times)
-    out["held_bytes"] = float(
-        sum(
-            s.sample.numel() * s.sample.element_size() for s in engine.slots if s.sample is not None
-        )
-    )
+    for kernel in ("eager", "compiled"):
+        mon = Monitor(opt, model=model, kernel=kernel)
+        mon._compute(False)  # compiles (kernel="compiled") and warms the caches
+        suffix = "" if kernel == "eager" else "_compiled"
+        for label, exact in (("exact", True), ("sampled", False)):
+            times = []
+            for _ in range(max(5, 3 * args.repeats)):
+                t0 = time.perf_counter()
+                mon._compute(exact)  # with the monitor's own threading policy
+                times.append((time.perf_counter() - t0) * 1000)
+            out[label + suffix] = statistics.median(times)
+        engine = mon._engine
+        mon.close()
+    # What the hooks keep between steps: sample indices and the reusable scratch buffers.
+    kept = [s.sample for s in engine.slots if s.sample is not None]
+    kept += [t for pair in engine._scratch.values() for t in pair]
+    kept += [engine._idx_scratch] if engine._idx_scratch is not None else []
+    out["held_bytes"] = float(sum(t.numel() * t.element_size() for t in kept))
     out["state_bytes"] = float(
         sum(t.numel() * t.element_size() for st in opt.state.values() for t in st.values())
     )
-    mon.close()
     return out
 
 
@@ -204,6 +254,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=0,
+        help="interleave all variants in this many blocks of --steps steps (noisy machines)",
+    )
     parser.add_argument("--memory", action="store_true", help="also peak RSS per variant")
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--_rss-child", dest="rss_child", help=argparse.SUPPRESS)
@@ -212,13 +268,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.rss_child:
         ms = time_variant(args.rss_child, args)
         del ms
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        # VmHWM belongs to this process's own address space. ru_maxrss would survive fork+exec
+        # and report the parent's peak instead.
+        status = Path("/proc/self/status")
+        hwm = [line for line in status.read_text().splitlines() if line.startswith("VmHWM:")]
+        if hwm:
+            print(int(hwm[0].split()[1]) * 1024)
+        else:
+            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         return
     if args.quick:
         args.steps, args.warmup, args.repeats = 3, 1, 1
     variants = [v for v in args.variants.split(",") if v]
     runs: dict[str, list[float]] = {v: [] for v in variants}
-    for rep in range(args.repeats):
+    if args.blocks:
+        runs = time_blocks(variants, args)
+    for rep in range(0 if args.blocks else args.repeats):
         order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
         for name in order:
             runs[name].append(time_variant(name, args))
@@ -234,7 +299,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"workload: {args.depth} x Linear({args.width},{args.width})+GELU + "
         f"Linear({args.width},10), {params / 1e6:.1f}M params, batch {args.batch}, "
         f"{args.threads} threads, RMSprop(foreach=True); {args.steps} timed steps/run, "
-        f"median of {args.repeats} interleaved runs"
+        + (
+            f"median of {args.blocks} interleaved blocks (all variants live at once)"
+            if args.blocks
+            else f"median of {args.repeats} interleaved runs"
+        )
     )
     # Paired ratios: each run against the bare run of the same repeat (adjacent in time), so a
     # burst of load from other processes on the machine hits numerator and denominator alike.
@@ -254,8 +323,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         cost = exact_step_cost(args)
         results["stats_ms"] = cost
         print(
-            f"statistics alone: exact step {cost['exact']:.1f} ms, sampled step "
-            f"{cost['sampled']:.1f} ms (exact every 50 telemetry steps on CPU by default); "
+            f"statistics alone (median ms): exact step {cost['exact']:.1f} eager / "
+            f"{cost['exact_compiled']:.1f} compiled, sampled step {cost['sampled']:.1f} eager / "
+            f"{cost['sampled_compiled']:.1f} compiled (exact every 50 telemetry steps on CPU); "
             f"hook-held buffers {cost['held_bytes'] / 1e6:.2f} MB vs optimizer state "
             f"{cost['state_bytes'] / 1e6:.1f} MB"
         )

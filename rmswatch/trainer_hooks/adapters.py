@@ -87,51 +87,65 @@ class RMSpropAdapter:
             u = (g * (-lr)).div_(d)
         return u
 
-    def update_norm_sq_chunked(
+    def fused_sums_chunked(
         self,
         param: torch.Tensor,
         grad: torch.Tensor,
         state: Mapping[str, Any],
         group: Mapping[str, Any],
         scratch: tuple[torch.Tensor, torch.Tensor],
-    ) -> torch.Tensor:
-        """||u||^2 without materialising u: the same formulas, a cache-sized chunk at a time.
+    ) -> dict[str, list[torch.Tensor]]:
+        """One cache-resident pass over grad, square_avg (grad_avg; param under weight decay).
 
-        Reads grad, square_avg (and grad_avg, param where needed) once; writes only into the two
-        `scratch` buffers. Only for momentum == 0 (momentum's update is -lr * buffer).
+        Returns per-chunk 0-d partial sums: "grad_sq", "update_sq" (||u||^2 / lr^2),
+        "den_sum" and, under weight decay, "param_sq". Each element of each tensor is read from
+        memory once; the temporaries live in the two `scratch` buffers. ||u|| uses the same
+        formulas as `update`. The denominator sum is finite iff square_avg (and grad_avg) are
+        finite, since sqrt turns NaN, +Inf and -Inf into NaN/Inf (an overflowing sum only
+        triggers an exact count, which is right anyway). Only for momentum == 0.
         """
         lr = _lr_of(group)
         eps = group["eps"]
         wd = group.get("weight_decay", 0)
         sign = -1.0 if group.get("maximize", False) else 1.0
         centered = group.get("centered", False)
-        flat = {k: state[k].reshape(-1) for k in ("square_avg", "grad_avg") if k in state}
+        sq = state["square_avg"].reshape(-1)
+        ga_flat = state["grad_avg"].reshape(-1) if centered else None
         g_flat, p_flat = grad.reshape(-1), param.reshape(-1)
         size = scratch[0].numel()
-        parts: list[torch.Tensor] = []
         n = g_flat.numel()
+        gsq: list[torch.Tensor] = []
+        usq: list[torch.Tensor] = []
+        dsum: list[torch.Tensor] = []
+        psq: list[torch.Tensor] = []
         for start in range(0, n, size):
             stop = min(start + size, n)
             d, num = scratch[0][: stop - start], scratch[1][: stop - start]
-            v = flat["square_avg"][start:stop]
-            if centered:
-                ga = flat["grad_avg"][start:stop]
+            v = sq[start:stop]
+            if ga_flat is not None:
+                ga = ga_flat[start:stop]
                 torch.addcmul(v, ga, ga, value=-1, out=d)
                 d.sqrt_()
             else:
                 torch.sqrt(v, out=d)
             d.add_(eps)
+            dsum.append(d.sum())
             g = g_flat[start:stop]
+            gsq.append(torch.dot(g, g))
             if wd != 0:
                 # |u| = lr |g_s + wd p| / (d - lr wd); the sign of g_s only matters against p.
-                torch.add(g, p_flat[start:stop], alpha=wd * sign, out=num)
+                pc = p_flat[start:stop]
+                psq.append(torch.dot(pc, pc))
+                torch.add(g, pc, alpha=wd * sign, out=num)
                 d.sub_(lr * wd)
                 num.div_(d)
             else:
                 torch.div(g, d, out=num)
-            parts.append(torch.linalg.vector_norm(num))
-        total = torch.stack(parts).square().sum() if parts else torch.zeros(())
-        return total * (lr * lr)
+            usq.append(torch.dot(num, num))
+        parts = {"grad_sq": gsq, "update_sq": usq, "den_sum": dsum}
+        if psq:
+            parts["param_sq"] = psq
+        return parts
 
 
 Adapter = RMSpropAdapter
@@ -149,3 +163,61 @@ def adapter_for(optimizer: object) -> Adapter:
         f"rmswatch cannot read {type(optimizer).__module__}.{type(optimizer).__qualname__}: "
         f"it needs an optimizer with RMS (square_avg) state; supported: {supported}"
     )
+
+
+def _rmsprop_sums(
+    g: torch.Tensor,
+    v: torch.Tensor,
+    ga: torch.Tensor | None,
+    p: torch.Tensor,
+    eps: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    decay: bool,
+) -> torch.Tensor:
+    """[|g|^2, |u|^2 / lr^2, sum(denominator), |p|^2] in one loop (the body `torch.compile`
+    fuses); a = wd * sign and b = lr * wd, as in `fused_sums_chunked`."""
+    d = (v.addcmul(ga, ga, value=-1) if ga is not None else v).sqrt() + eps
+    num = (g + a * p) / (d - b) if decay else g / d
+    return torch.stack([(g * g).sum(), (num * num).sum(), d.sum(), (p * p).sum()])
+
+
+_compiled_sums: Any = None
+
+
+def compiled_sums(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    state: Mapping[str, Any],
+    group: Mapping[str, Any],
+) -> dict[str, list[torch.Tensor]]:
+    """`fused_sums_chunked`'s sums from one `torch.compile`d (Inductor) kernel per layer.
+
+    Compiled on first use (seconds to tens of seconds; cached by Inductor on disk), one graph
+    per (centered, weight decay) combination and dtype; shapes are dynamic, hyperparameters
+    are passed as 0-d tensors so that changing them never recompiles.
+    """
+    global _compiled_sums
+    if _compiled_sums is None:
+        _compiled_sums = torch.compile(_rmsprop_sums, dynamic=True)
+    lr = float(_lr_of(group))
+    wd = float(group.get("weight_decay", 0))
+    sign = -1.0 if group.get("maximize", False) else 1.0
+    dtype = param.dtype
+    ga = state["grad_avg"].reshape(-1) if group.get("centered", False) else None
+    out = _compiled_sums(
+        grad.reshape(-1),
+        state["square_avg"].reshape(-1),
+        ga,
+        param.reshape(-1),
+        torch.tensor(float(group["eps"]), dtype=dtype),
+        torch.tensor(wd * sign, dtype=dtype),
+        torch.tensor(lr * wd, dtype=dtype),
+        wd != 0,
+    )
+    return {
+        "grad_sq": [out[0]],
+        "update_sq": [out[1]],
+        "den_sum": [out[2]],
+        "param_sq": [out[3]],
+    }

@@ -33,6 +33,18 @@ def lower_quantile(values: Sequence[float], q: float) -> float:
     return ordered[int(math.floor(q * (len(ordered) - 1)))]
 
 
+def weighted_lower_quantile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
+    """The first value, in ascending order, whose cumulative weight reaches q * total."""
+    pairs = sorted(zip(values, weights, strict=True))
+    target = q * math.fsum(weights)
+    running = 0.0
+    for value, weight in pairs:
+        running += weight
+        if running >= target:
+            return value
+    return pairs[-1][0]
+
+
 def histogram(values: Sequence[float], edges: Sequence[float] = RMS_EDGES) -> Histogram:
     """Exact histogram: [edges[i], edges[i+1]) clamped at both ends; zeros and non-finite apart."""
     counts = [0] * (len(edges) - 1)

@@ -35,7 +35,7 @@ def test_benchmark_quick_mode_runs_the_rmswatch_variants_end_to_end() -> None:
     assert result.returncode == 0, result.stderr
     for variant in ("bare", "rmswatch-1", "rmswatch-10"):
         assert any(line.startswith(variant) for line in result.stdout.splitlines()), variant
-    assert "statistics alone: exact step" in result.stdout
+    assert "statistics alone (median ms): exact step" in result.stdout
 
 
 @pytest.mark.cuda

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rmswatch.trainer_hooks import Monitor, reference
-from rmswatch.trainer_hooks.records import LayerStats
+from rmswatch.trainer_hooks.records import RMS_EDGES, LayerStats
+from rmswatch.trainer_hooks.stats import decode, weighted_lower_quantiles
 from tests.trainer_hooks.support import batches, tiny_model, train
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -116,15 +117,18 @@ def _assert_agrees(fast: LayerStats, ref: LayerStats, rel: float, name: str) -> 
         "tensor-lr",
     ],
 )
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 40, 0], ids=["fused", "fused-40B", "per-layer"])
 def test_exact_statistics_agree_with_the_float64_reference(
-    variant: str, dtype: torch.dtype
+    variant: str, dtype: torch.dtype, chunk_bytes: int
 ) -> None:
     model = tiny_model(dtype)
     # eps=1e-8 underflows to 0 in float16, so torch's own step divides by zero there; the fast
     # path works in float32 and would (rightly) differ. A representable eps keeps it meaningful.
     low_precision = dtype != torch.float32
     opt = _opt(model, variant, eps=2e-3) if low_precision else _opt(model, variant)
-    mon = Monitor(opt, model=model, exact_every=1)
+    # fused: one chunk per tensor (small tensors: whole-tensor distributions); fused-40B: every
+    # sum and distribution spans chunks; per-layer: chunk_bytes=0.
+    mon = Monitor(opt, model=model, exact_every=1, chunk_bytes=chunk_bytes)
     refs: list[dict[str, LayerStats]] = []
     frozen = model[0].bias  # a parameter without a gradient from step 2 on
 
@@ -155,6 +159,38 @@ def test_exact_statistics_agree_with_the_float64_reference(
     assert mon.records[-1].layers["0.bias"].update_norm == 0.0
 
 
+@pytest.mark.parametrize("variant", ["plain", "centered", "weight_decay"])
+def test_compiled_kernel_agrees_with_the_float64_reference(variant: str) -> None:
+    """The opt-in torch.compile'd norm pass (float32), against the same reference."""
+    model = tiny_model()
+    opt = _opt(model, variant)
+    mon = Monitor(opt, model=model, kernel="compiled", exact_every=1)
+    refs: list[dict[str, LayerStats]] = []
+
+    def after_step(i: int, loss: torch.Tensor) -> None:
+        by_param = {p: g for g in opt.param_groups for p in g["params"]}
+        refs.append(
+            {
+                name: reference.layer_stats(p, opt.state.get(p, {}), by_param[p], grad=p.grad)
+                for name, p in model.named_parameters()
+            }
+        )
+
+    train(model, opt, batches(2), after_step=after_step)
+    mon.close()
+    assert mon._engine.kernel == "compiled"
+    for record, ref in zip(mon.records, refs, strict=True):
+        for name, stats in record.layers.items():
+            _assert_agrees(stats, ref[name], 1e-5, f"step{record.step}.{name}")
+
+
+def test_an_unknown_kernel_is_refused_with_the_accepted_values() -> None:
+    model = tiny_model()
+    opt = torch.optim.RMSprop(model.parameters())
+    with pytest.raises(ValueError, match="kernel='fast'.*eager, compiled"):
+        Monitor(opt, model=model, kernel="fast")
+
+
 @pytest.mark.parametrize(
     "variant",
     [
@@ -167,7 +203,7 @@ def test_exact_statistics_agree_with_the_float64_reference(
         "everything-for-loop",
     ],
 )
-@pytest.mark.parametrize("path", ["full", "chunked"])
+@pytest.mark.parametrize("path", ["per-layer", "fused-exact", "fused-sampled", "compiled"])
 def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path: str) -> None:
     torch.set_default_dtype(torch.float64)
     try:
@@ -175,8 +211,13 @@ def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path:
     finally:
         torch.set_default_dtype(torch.float32)
     opt = _opt(model, variant)
-    # "chunked": sampled steps on every tensor and 40-byte scratch, so each norm spans chunks.
-    knobs = {"full": {"exact_every": 1}, "chunked": {"sample_size": 1, "chunk_bytes": 40}}
+    # per-layer: full-tensor temporaries; fused-*: 40-byte scratch, so each sum spans chunks.
+    knobs = {
+        "per-layer": {"exact_every": 1, "chunk_bytes": 0},
+        "fused-exact": {"exact_every": 1, "chunk_bytes": 40},
+        "fused-sampled": {"sample_size": 1, "chunk_bytes": 40},
+        "compiled": {"sample_size": 1, "kernel": "compiled"},
+    }
     mon = Monitor(opt, model=model, **knobs[path])  # type: ignore[arg-type]
     before: list[dict[str, torch.Tensor]] = []
     actual: list[dict[str, float]] = []
@@ -191,8 +232,12 @@ def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path:
 
     train(model, opt, batches(4, torch.float64), after_backward=snapshot, after_step=measure)
     mon.close()
-    uses_chunks = path == "chunked" and "momentum" not in VARIANTS[variant]
-    assert bool(mon._engine._scratch) == uses_chunks
+    if path == "per-layer":
+        assert not mon._engine._scratch
+    elif path == "compiled":
+        assert mon._engine.kernel == "compiled"  # it compiled and ran, no eager fallback
+    elif "momentum" not in VARIANTS[variant]:
+        assert mon._engine._scratch  # the update norm went through the fused chunk pass
     for record, real in zip(mon.records, actual, strict=True):
         for name, stats in record.layers.items():
             assert stats.update_norm == pytest.approx(real[name], rel=1e-9, abs=1e-15), name
@@ -289,3 +334,68 @@ def test_a_parameter_that_never_had_a_gradient_has_no_distribution() -> None:
     mon.close()
     stats = mon.records[0].layers["4.bias"]
     assert not stats.has_grad and stats.rms_hist is None and stats.eff_lr_mean is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_chunked_exact_distribution_equals_the_sorting_path_at_bucket_edges(
+    dtype: torch.dtype,
+) -> None:
+    """The fused path buckets by log10 (corrected against the edges) and selects quantiles by
+    radix select; at and next to every edge, on zeros and on ties it must equal bucketize/kthvalue.
+    """
+    edges = torch.tensor(RMS_EDGES, dtype=dtype)
+    rms = torch.cat(
+        [
+            edges,
+            torch.nextafter(edges, torch.zeros_like(edges)),
+            torch.nextafter(edges, torch.full_like(edges, math.inf)),
+            torch.zeros(7, dtype=dtype),
+            torch.full((300,), 3e-4, dtype=dtype),  # ties straddling the quantile positions
+            torch.tensor([1e-12, 5e-11, 1e3, 7e5], dtype=dtype),
+            # more than 2**16 values, so quantiles go through the radix select
+            torch.rand(70000, generator=torch.Generator().manual_seed(3), dtype=dtype).mul_(1e-2),
+        ]
+    )
+    param = torch.nn.Parameter(torch.zeros(rms.numel(), dtype=dtype))
+    opt = torch.optim.RMSprop([param], lr=1e-3)
+    param.grad = torch.ones_like(param)
+    opt.step()
+    opt.state[param]["square_avg"].copy_(rms * rms)
+    stats = {}
+    for label, chunk_bytes in (("fused", 1024), ("per-layer", 0)):
+        mon = Monitor(opt, chunk_bytes=chunk_bytes, exact_every=1)
+        packed = mon._engine.compute(exact=True)
+        layers, _, _ = decode(packed, packed.buffer.tolist(), RMS_EDGES)
+        stats[label] = layers["group0.param0"]
+        mon.close()
+    assert mon._engine._scratch == {}  # the per-layer engine really took the other path
+    fused, plain = stats["fused"], stats["per-layer"]
+    assert fused.rms_hist == plain.rms_hist and fused.rms_hist is not None
+    assert fused.rms_hist.zeros == 7 and fused.rms_hist.total == rms.numel()
+    for field in ("eff_lr_min", "eff_lr_p50", "eff_lr_p95", "eff_lr_max"):
+        assert getattr(fused, field) == getattr(plain, field), field
+    assert fused.eff_lr_mean == pytest.approx(plain.eff_lr_mean, rel=1e-6)
+
+
+def test_weighted_global_quantiles_without_a_sort_equal_the_reference() -> None:
+    gen = torch.Generator().manual_seed(5)
+    vals = torch.cat(
+        [
+            torch.rand(4000, generator=gen, dtype=torch.float64).mul_(1e-3),
+            torch.full((500,), 2e-4, dtype=torch.float64),  # ties across the quantile positions
+            torch.zeros(20, dtype=torch.float64),
+            torch.tensor([5.0, 7e3], dtype=torch.float64),
+        ]
+    )
+    weights = torch.cat([torch.full((4000,), 256.0), torch.full((500,), 2.5), torch.ones(22)]).to(
+        torch.float64
+    )
+    got = weighted_lower_quantiles(vals, weights, (0.0, 0.5, 0.95, 1.0))
+    assert got is not None
+    want = [
+        reference.weighted_lower_quantile(vals.tolist(), weights.tolist(), q)
+        for q in (0.0, 0.5, 0.95, 1.0)
+    ]
+    assert got == want
+    nan = torch.tensor([1.0, math.nan], dtype=torch.float64)
+    assert weighted_lower_quantiles(nan, torch.ones(2, dtype=torch.float64), (0.5,)) is None
