@@ -136,7 +136,13 @@ def layer_stats(
         grad_norm=_norm(g),
         param_norm=p_norm,
         update_norm=u_norm,
-        update_ratio=u_norm / p_norm if p_norm > 0 else (0.0 if u_norm == 0 else math.inf),
+        update_ratio=(
+            math.nan
+            if math.isnan(u_norm) or math.isnan(p_norm)
+            else u_norm / p_norm
+            if p_norm > 0
+            else (0.0 if u_norm == 0 else math.inf)
+        ),
         nonfinite_grad=_nonfinite(g),
         nonfinite_param=_nonfinite(p),
         nonfinite_state=nf_state,

@@ -844,6 +844,10 @@ def _sqrt(x: float) -> float:
 
 
 def ratio(update_norm: float, param_norm: float) -> float:
+    """‖update‖ / ‖param‖: NaN when either norm is NaN (the step has no meaningful ratio, and an
+    Inf would read as "huge update"), Inf when a zero parameter gets a non-zero update."""
+    if math.isnan(update_norm) or math.isnan(param_norm):
+        return math.nan
     if param_norm > 0:
         return update_norm / param_norm
     return 0.0 if update_norm == 0 else math.inf

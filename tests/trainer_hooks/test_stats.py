@@ -309,6 +309,8 @@ def test_nan_and_inf_in_one_layers_gradient_are_counted_in_that_layer_only() -> 
     assert poisoned_layer.rms_hist is not None and poisoned_layer.rms_hist.nonfinite > 0
     assert poisoned_layer.rms_hist.total == poisoned_layer.numel
     assert not poisoned.finite
+    # a NaN norm has no update ratio: NaN, never an Inf that reads as "a huge update"
+    assert math.isnan(poisoned_layer.update_ratio) and math.isnan(poisoned.update_ratio)
 
 
 def test_sparse_gradients_are_counted_and_torch_raises_its_own_error() -> None:
