@@ -24,6 +24,7 @@ ALERT_COLUMNS = [
     "severity",
     "state",
     "starts_at",
+    "ends_at",
     "summary",
     "runbook_url",
     "silenced",
@@ -40,6 +41,13 @@ def _conform(frame: pd.DataFrame) -> pd.DataFrame:
         if column not in frame:
             frame[column] = None
     frame["starts_at"] = pd.to_datetime(frame["starts_at"], utc=True)
+    frame["ends_at"] = pd.to_datetime(frame["ends_at"], utc=True)
+    # health alerts name their run in an annotation (run_id is not part of the fingerprint)
+    if "annotations" in frame:
+        annotated = frame["annotations"].map(
+            lambda a: a.get("run_id") if isinstance(a, dict) else None
+        )
+        frame["run_id"] = frame["run_id"].where(frame["run_id"].notna(), annotated)
     return frame
 
 
@@ -51,6 +59,11 @@ def available() -> bool:
 def active_alerts(engine: Engine) -> pd.DataFrame:
     """Firing and pending alerts, pages first."""
     return _conform(alert_queries.active_alerts(engine))
+
+
+def resolved_alerts(engine: Engine, since: datetime) -> pd.DataFrame:
+    """Alerts resolved since `since`, pages first, newest first within a severity."""
+    return _conform(alert_queries.resolved_alerts(engine, since))
 
 
 def run_alerts(engine: Engine, run_id: str) -> pd.DataFrame:

@@ -61,3 +61,23 @@ def test_a_runs_alerts_include_resolved_ones_and_a_silence_takes_a_label_mapping
     sid = create_silence(engine, {"alertname": "LossDiverging", "job": "resnet-retrain"},
                          clock(), clock() + timedelta(hours=1), "alice", "from the UI")  # fmt: skip
     assert silences(engine, now=clock()).loc[0, "id"] == sid
+
+
+def test_recently_resolved_alerts_stay_listed_for_on_call_with_their_run_and_runbook(
+    sqlite_url: str,
+) -> None:
+    from rmswatch.app.alerts import resolved_alerts as app_resolved_alerts
+    from rmswatch.store.queries.alerts import resolved_alerts
+
+    engine, clock = store(sqlite_url), Clock()
+    cfg = config([{"name": "oncall", "url": "http://127.0.0.1:9/h"}], {"receiver": "oncall"})
+    started = clock()
+    run_tick(engine, cfg, started, lambda *_: [signal("NonFiniteLoss"), signal("Stalled")])
+    run_tick(engine, cfg, clock.advance(60), lambda *_: [signal("Stalled")])  # NaN one resolves
+    resolved = resolved_alerts(engine, since=started)
+    assert list(zip(resolved["alertname"], resolved["state"], strict=True)) == [
+        ("NonFiniteLoss", "resolved")
+    ]
+    assert resolved_alerts(engine, since=clock() + timedelta(seconds=1)).empty  # too long ago
+    shown = app_resolved_alerts(engine, since=started)
+    assert shown.loc[0, "run_id"] == "run-1" and str(shown["ends_at"].dt.tz) == "UTC"

@@ -28,6 +28,10 @@ RUNBOOKS = (
 )
 
 
+# resolved pages stay on the on-call view this long: what woke (or would have woken) someone
+RESOLVED_WINDOW_HOURS = 24
+
+
 def layout(**query: Any) -> Any:
     context = current()
     selection = from_query(query, context.clock())
@@ -76,6 +80,8 @@ def layout(**query: Any) -> Any:
                 ],
                 className="controls",
             ),
+            html.H2(f"Resolved in the last {RESOLVED_WINDOW_HOURS} h"),
+            html.Div(id="oncall-resolved"),
             html.H2("Jobs"),
             html.Div(id="oncall-jobs"),
             html.Div(
@@ -109,12 +115,16 @@ def layout(**query: Any) -> Any:
     Output("oncall-alerts", "children"),
     Output("silence-target", "options"),
     Output("oncall-jobs", "children"),
+    Output("oncall-resolved", "children"),
     Input("refresh", "n_intervals"),
     Input("silence-result", "children"),
 )
-def refresh_status(_: int, __: Any) -> tuple[Any, Any, Any, Any]:
+def refresh_status(_: int, __: Any) -> tuple[Any, Any, Any, Any, Any]:
     context = current()
     active = alerts.active_alerts(context.engine)
+    resolved = alerts.resolved_alerts(
+        context.engine, context.clock() - timedelta(hours=RESOLVED_WINDOW_HOURS)
+    )
     runs = queries.runs(context.engine)
     jobs = oncall.jobs_table(runs, context.clock())
     firing = active[active["state"] == "firing"] if not active.empty else active
@@ -144,6 +154,36 @@ def refresh_status(_: int, __: Any) -> tuple[Any, Any, Any, Any]:
             id="jobs-table",
             empty=common.NO_RUNS,
         ),
+        _resolved_table(resolved),
+    )
+
+
+def _resolved_table(resolved: pd.DataFrame) -> Any:
+    if resolved.empty:
+        return html.Div(
+            f"nothing resolved in the last {RESOLVED_WINDOW_HOURS} h", className="empty",
+            id="resolved-empty",
+        )  # fmt: skip
+    rows = [
+        html.Tr(
+            [
+                html.Td(row.severity, className=f"sev-{row.severity}"),
+                html.Td(row.alertname),
+                html.Td(row.job),
+                html.Td(row.run_id or ""),
+                html.Td(common.format_time(row.starts_at)),
+                html.Td(common.format_time(row.ends_at)),
+                html.Td(row.summary),
+                html.Td(html.A("runbook", href=row.runbook_url) if row.runbook_url else ""),
+            ]
+        )
+        for row in _rows(resolved)
+    ]
+    header = html.Tr(
+        [html.Th(h) for h in ("sev", "alert", "job", "run", "fired", "resolved", "summary", "")]
+    )
+    return html.Table(
+        [html.Thead(header), html.Tbody(rows)], className="table", id="resolved-table"
     )
 
 

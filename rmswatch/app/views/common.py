@@ -7,6 +7,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
 
 BACKGROUND = "#0d1117"
@@ -95,6 +96,13 @@ def format_number(value: Any, digits: int = 4) -> str:
 
 def format_duration(delta: timedelta | None) -> str:
     return "—" if delta is None else format_age(delta.total_seconds())
+
+
+def format_time(moment: Any) -> str:
+    """A pandas/py datetime as `2026-11-26 12:08:44 UTC`; `—` when missing."""
+    if moment is None or pd.isna(moment):
+        return "—"
+    return iso(pd.Timestamp(moment).to_pydatetime())
 
 
 def iso(moment: datetime | None) -> str:

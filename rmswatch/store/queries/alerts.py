@@ -81,6 +81,16 @@ def _alert_frame(alerts: list[AlertRow]) -> pd.DataFrame:
     return _frame(rows, ALERT_COLUMNS, ["active_since", "starts_at", "ends_at", "acknowledged_at"])
 
 
+def resolved_alerts(engine: Engine, since: datetime) -> pd.DataFrame:
+    """Alerts that resolved at or after `since`, most recent first: what paged the on-call
+    engineer while they were away, with its runbook."""
+    query = select(AlertRow).where(AlertRow.state == "resolved", AlertRow.ends_at >= since)
+    frame = _alert_frame(_all(engine, query))
+    order = frame.assign(_not_page=frame["severity"] != "page")
+    order = order.sort_values(["ends_at"], ascending=False, kind="stable")
+    return frame.loc[order.sort_values("_not_page", kind="stable").index].reset_index(drop=True)
+
+
 def alerts_for_run(engine: Engine, run_id: str) -> pd.DataFrame:
     """Every alert (any state) that a run raised, oldest first: the postmortem's alert list.
 
