@@ -5,13 +5,18 @@ This is the one place that knows both the hooks and the collectors; the hooks st
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.monitor import Monitor
-from rmswatch.trainer_hooks.records import Telemetry
+from rmswatch.trainer_hooks.records import RunStatus, Telemetry
 from rmswatch.trainer_hooks.sinks import Sink
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -46,36 +51,51 @@ def watch(
     `layer_distributions`; see docs/metrics.md).
     Remaining keyword arguments go to `Monitor` (see its docstring).
     """
-    all_sinks: list[Sink] = list(sinks)
-    if prometheus_port is not None:
-        from rmswatch.collectors.prometheus import PrometheusSink
+    # Refuse an optimizer we can't read before anything binds a port or opens a store.
+    adapter_for(optimizer)
+    built: list[Sink] = []
+    try:
+        if store is not None:
+            built.append(_store_sink(store, flush_interval, token))
+        if prometheus_port is not None:
+            from rmswatch.collectors.prometheus import PrometheusSink
 
-        all_sinks.append(
-            PrometheusSink(
-                port=prometheus_port,
-                host=prometheus_host,
-                registry=registry,
-                **dict(prometheus_options or {}),
+            built.append(
+                PrometheusSink(
+                    port=prometheus_port,
+                    host=prometheus_host,
+                    registry=registry,
+                    **dict(prometheus_options or {}),
+                )
             )
-        )
-    if store is not None:
-        all_sinks.append(_store_sink(store, flush_interval, token))
-    samplers: Sequence[Callable[[], Telemetry | None]] = ()
-    if system_metrics and all_sinks:
-        from rmswatch.collectors.system import SystemSampler
+        all_sinks = [*sinks, *built]
+        samplers: Sequence[Callable[[], Telemetry | None]] = ()
+        if system_metrics and all_sinks:
+            from rmswatch.collectors.system import SystemSampler
 
-        samplers = (SystemSampler().sample,)
-    return Monitor(
-        optimizer,
-        model=model,
-        job=job,
-        run_id=run_id,
-        labels=labels,
-        every=every,
-        sinks=all_sinks,
-        samplers=samplers,
-        **monitor_options,
-    )
+            samplers = (SystemSampler().sample,)
+        return Monitor(
+            optimizer,
+            model=model,
+            job=job,
+            run_id=run_id,
+            labels=labels,
+            every=every,
+            sinks=all_sinks,
+            samplers=samplers,
+            **monitor_options,
+        )
+    except BaseException:
+        _discard(built)  # a bad argument must not leave an exporter listening
+        raise
+
+
+def _discard(sinks: Iterable[Sink]) -> None:
+    for sink in sinks:
+        try:
+            sink.close(RunStatus(time.time(), "failed", "watch() failed"))
+        except Exception:  # noqa: BLE001 - best-effort cleanup on an error path
+            log.debug("closing %r after a failed watch() raised", sink, exc_info=True)
 
 
 def _store_sink(store: str, flush_interval: float, token: str | None) -> Sink:
