@@ -40,6 +40,24 @@ RUN_COLUMNS = (
     "layers",
     "gpu_seconds",
 )
+
+# what `runs` and `run` select, in RUN_COLUMNS order
+_RUN_SELECT = (
+    Run.id,
+    Run.run_id,
+    Run.job,
+    Run.labels,
+    Run.status,
+    Run.status_detail,
+    Run.started_at,
+    Run.ended_at,
+    Run.last_step,
+    Run.last_step_at,
+    Run.optimizer,
+    Run.hyperparameters,
+    Run.layers,
+    Run.gpu_seconds,
+)
 STEP_FIELDS = frozenset(c.name for c in Step.__table__.columns) - {"id", "run_pk"}
 LAYER_FIELDS = frozenset(c.name for c in LayerStep.__table__.columns) - {"id", "run_pk"}
 
@@ -69,22 +87,7 @@ def runs(
     """Every run (newest first), optionally one job's, and those that were active at some time
     in [active_from, active_to]: started by its end and not ended before its start (a run still
     going started hours before an alert's window and belongs in it)."""
-    statement = select(
-        Run.id,
-        Run.run_id,
-        Run.job,
-        Run.labels,
-        Run.status,
-        Run.status_detail,
-        Run.started_at,
-        Run.ended_at,
-        Run.last_step,
-        Run.last_step_at,
-        Run.optimizer,
-        Run.hyperparameters,
-        Run.layers,
-        Run.gpu_seconds,
-    ).order_by(Run.started_at.desc(), Run.id.desc())
+    statement = select(*_RUN_SELECT).order_by(Run.started_at.desc(), Run.id.desc())
     if job:
         statement = statement.where(Run.job == job)
     if active_from is not None:
@@ -99,22 +102,7 @@ def run(engine: Engine, run_id: str) -> dict[str, Any] | None:
     frame = _utc(
         _frame(
             engine,
-            select(
-                Run.id,
-                Run.run_id,
-                Run.job,
-                Run.labels,
-                Run.status,
-                Run.status_detail,
-                Run.started_at,
-                Run.ended_at,
-                Run.last_step,
-                Run.last_step_at,
-                Run.optimizer,
-                Run.hyperparameters,
-                Run.layers,
-                Run.gpu_seconds,
-            ).where(Run.run_id == run_id),
+            select(*_RUN_SELECT).where(Run.run_id == run_id),
             RUN_COLUMNS,
         ),
         "started_at",
