@@ -58,6 +58,10 @@ class ServerConfig(_Strict):
     ingest: IngestConfig = IngestConfig()
     refresh_seconds: float = Field(default=10.0, gt=0)
 
+    def base_url(self) -> str:
+        """Where people reach this server: `external_url`, else the bind address."""
+        return (self.external_url or f"http://{self.host}:{self.port}").rstrip("/")
+
 
 class RetentionConfig(_Strict):
     # every step's histograms for this long, then every `downsample_every`-th
@@ -158,6 +162,13 @@ class Config(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def runbook_url(config: Config, name: str) -> str:
+    """A runbook's link in alerts: under `evaluation.runbook_base_url` when set, else served by
+    this server at /runbooks/ (the runbooks ship inside the package)."""
+    base = config.evaluation.runbook_base_url or f"{config.server.base_url()}/runbooks"
+    return f"{base.rstrip('/')}/{name}.md"
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -25,7 +25,8 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from rmswatch.config import Config, load_config
 
-RUNBOOK_DIR = Path(__file__).resolve().parents[1] / "docs" / "runbooks"
+# package data, so an installed wheel serves them too
+RUNBOOK_DIR = Path(__file__).resolve().parent / "runbooks"
 # the ingest API has its own bearer token; the browser never calls it
 UNAUTHENTICATED_PREFIXES = ("/api/v1/ingest", "/healthz")
 

@@ -29,7 +29,7 @@ from rmswatch.alerting.slo import (
     window_buckets,
 )
 from rmswatch.alerting.spec import PER_STEP_KINDS, SloSpec, burn_policy, effective_slos
-from rmswatch.config import Config
+from rmswatch.config import Config, runbook_url
 from rmswatch.store.queries import alerts_sli as q
 
 SLO_ALERTNAME = "SloErrorBudgetBurn"
@@ -457,12 +457,10 @@ class Evaluator:
         return Signal(alertname, labels, severity, active, value, for_seconds, annotations)
 
     def runbook_url(self, name: str) -> str:
-        base = self.config.evaluation.runbook_base_url or "docs/runbooks/"
-        return f"{base.rstrip('/')}/{name}.md"
+        return runbook_url(self.config, name)
 
     def dashboard_url(self, job: str, run_id: str, at: float) -> str:
-        server = self.config.server
-        base = (server.external_url or f"http://{server.host}:{server.port}").rstrip("/")
+        base = self.config.server.base_url()
         if self._url_time[0] != at:  # the time range is the same for every alert of a tick
             window = {"from": _iso(at - DASHBOARD_BEFORE_SECONDS),
                       "to": _iso(at + DASHBOARD_AFTER_SECONDS)}  # fmt: skip

@@ -20,7 +20,7 @@ from rmswatch.alerting import prom_names as m
 from rmswatch.alerting.evaluate import SLO_ALERTNAME
 from rmswatch.alerting.health import RULE_ALERTNAMES
 from rmswatch.alerting.spec import BurnWindow, SloSpec, burn_policy, effective_slos, format_duration
-from rmswatch.config import Config, ConfigError, load_config
+from rmswatch.config import Config, ConfigError, load_config, runbook_url
 
 # Prometheus has no step axis: the step-count windows of the health rules become these durations
 PROM_WINDOWS = {
@@ -184,14 +184,12 @@ def slo_alerts(spec: SloSpec, config: Config) -> list[dict[str, Any]]:
 def _annotations(
     config: Config, summary: str, description: str, runbook: str, *, run: bool
 ) -> dict[str, str]:
-    base = config.evaluation.runbook_base_url or "docs/runbooks/"
-    server = config.server
-    external = (server.external_url or f"http://{server.host}:{server.port}").rstrip("/")
+    external = config.server.base_url()
     query = "job={{ $labels.job }}" + ("&run={{ $labels.run_id }}" if run else "")
     return {
         "summary": summary,
         "description": description,
-        "runbook_url": f"{base.rstrip('/')}/{runbook}.md",
+        "runbook_url": runbook_url(config, runbook),
         "dashboard_url": f"{external}/oncall?{query}",
     }
 

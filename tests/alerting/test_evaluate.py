@@ -52,7 +52,8 @@ def test_nan_steps_page_with_labels_runbook_and_dashboard_link(sqlite_url: str) 
     assert "99.9%" in page[0].annotations["summary"]
     nan = active(signals, "TrainingNonFinite", run_id="r1")
     assert nan and nan[0].severity == "page" and nan[0].value == 3
-    assert nan[0].annotations["runbook_url"] == "docs/runbooks/nan.md"
+    # served by this server (its external_url): no runbook_base_url is configured
+    assert nan[0].annotations["runbook_url"] == "https://rmswatch.example/runbooks/nan.md"
     link = nan[0].annotations["dashboard_url"]
     assert link.startswith("https://rmswatch.example/oncall?job=retrain&run=r1&from=")
     assert "2025-01-01T00%3A00%3A00Z" in link  # an hour before the alert time

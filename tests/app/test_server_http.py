@@ -185,3 +185,25 @@ def test_serve_refuses_to_start_on_a_bad_config_naming_the_file_and_key(
     assert "Value error" not in result.stderr  # pydantic's prefix adds nothing for a person
     with pytest.raises(requests.ConnectionError):  # nothing was left listening
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_every_runbook_an_alert_links_to_is_served_by_the_server(engine: Engine) -> None:
+    from rmswatch.alerting.spec import HealthConfig, default_slos
+    from rmswatch.config import runbook_url
+
+    config = Config.model_validate({})
+    health = HealthConfig()
+    names = {getattr(health, rule).runbook for rule in HealthConfig.model_fields}
+    names |= {slo.runbook for slo in default_slos() if slo.runbook}
+    base, server = _serve(engine, {})
+    try:
+        for name in sorted(names):
+            path = runbook_url(config, name).split("/", 3)[3]  # the path on this server
+            response = requests.get(f"{base}/{path}", timeout=10)
+            assert response.status_code == 200, name
+            assert response.text.startswith("#"), name  # a markdown page, not an error page
+        # an encoded "../" must not escape the runbook folder (it falls through to the app)
+        escape = requests.get(f"{base}/runbooks/..%2Fserver.py", timeout=10)
+        assert "import flask" not in escape.text
+    finally:
+        server.shutdown()
