@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from rmswatch.alerting import health as health_rules
+from rmswatch.alerting import store_inputs as q
 from rmswatch.alerting.signals import Signal
 from rmswatch.alerting.slo import (
     COARSE_FACTOR,
@@ -30,7 +31,6 @@ from rmswatch.alerting.slo import (
 )
 from rmswatch.alerting.spec import PER_STEP_KINDS, SloSpec, burn_policy, effective_slos
 from rmswatch.config import Config, runbook_url
-from rmswatch.store.queries import alerts_sli as q
 
 SLO_ALERTNAME = "SloErrorBudgetBurn"
 SLO_STEPS_ALERTNAME = "SloErrorBudgetBurnSteps"
