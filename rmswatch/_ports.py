@@ -9,23 +9,21 @@ import socket
 
 import psutil
 
+from rmswatch._validation import RmswatchError
+
 PORT_RANGE = (1, 65535)
 
 
-class PortInUseError(OSError):
+class PortInUseError(RmswatchError):
     """The port is held by another process; the message names it and suggests --port."""
 
     def __init__(self, host: str, port: int, holder: str | None) -> None:
         self.host, self.port, self.holder = host, port, holder
         by = f" by {holder}" if holder else " by another program"
         super().__init__(
-            errno.EADDRINUSE,
             f"port {port} on {host} is already in use{by}; "
-            f"stop it or pick another port with --port {port + 1 if port < 65535 else 8050}",
+            f"stop it or pick another port with --port {port + 1 if port < 65535 else 8050}"
         )
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 def port_number(text: str) -> int:

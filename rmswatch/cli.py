@@ -111,11 +111,10 @@ def _version() -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from rmswatch._ports import PortInUseError
+    from rmswatch._validation import RmswatchError
     from rmswatch.config import ConfigError
-    from rmswatch.store.existing import StoreNotFoundError
 
-    return (ConfigError, PortInUseError, StoreNotFoundError)
+    return (ConfigError, RmswatchError)
 
 
 if __name__ == "__main__":  # pragma: no cover

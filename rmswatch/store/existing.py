@@ -10,10 +10,12 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from rmswatch._validation import StoreError
+
 URL_EXAMPLES = "e.g. sqlite:///path/to/rmswatch.db or postgresql+psycopg://user@host/db"
 
 
-class StoreNotFoundError(ValueError):
+class StoreNotFoundError(StoreError, ValueError):
     """The store named by a command-line argument can't be read; the message says why."""
 
 
