@@ -19,7 +19,7 @@ from rmswatch.app import alerts
 from rmswatch.app.downsample import downsample_frame
 from rmswatch.app.views import oncall, postmortem
 from rmswatch.app.views.common import iso
-from rmswatch.store.queries import views as queries
+from rmswatch.store import queries
 
 
 @dataclass(frozen=True)
