@@ -6,6 +6,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import pytest
 from sqlalchemy import Engine
 
 from rmswatch.store import queries
@@ -65,3 +66,10 @@ def test_time_columns_are_tz_aware_utc_in_every_per_run_query(engine: Engine) ->
         assert str(times.dt.tz) == "UTC", name
         assert times.min() >= pd.Timestamp(T0, unit="s", tz="UTC"), name
         assert times.max() <= pd.Timestamp(T0, unit="s", tz="UTC") + timedelta(seconds=1), name
+
+
+def test_a_run_id_where_a_run_pk_belongs_is_an_error_not_an_empty_frame(engine: Engine) -> None:
+    with pytest.raises(TypeError, match="run_pk='run-1'.*not its run_id"):
+        queries.steps(engine, "run-1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="run_pk='run-1'"):
+        queries.validations(engine, ["run-1"])  # type: ignore[list-item]

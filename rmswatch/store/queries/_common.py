@@ -33,6 +33,20 @@ def epoch_seconds(times: pd.Series) -> pd.Series:
     return pd.Series(seconds, index=times.index, dtype="float64")
 
 
+def _pk(run_pk: object) -> int:
+    """`run_pk` as an int; a run_id string here is a mistake that would read as "no rows"."""
+    if isinstance(run_pk, bool) or not isinstance(run_pk, int | np.integer):
+        raise TypeError(
+            f"run_pk={run_pk!r}: per-run queries take the run's integer run_pk (the run_pk "
+            "column of runs() and run(engine, run_id)), not its run_id"
+        )
+    return int(run_pk)
+
+
+def _pks(run_pks: Sequence[object]) -> list[int]:
+    return [_pk(run_pk) for run_pk in run_pks]
+
+
 def _utc(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
     # SQLite hands back naive datetimes for timezone-aware columns; the write path stores UTC.
     for column in columns:

@@ -15,7 +15,13 @@ from sqlalchemy import Integer as SqlInteger
 from sqlalchemy.sql.elements import ColumnElement
 
 from rmswatch.store.models import Checkpoint, Run, SliSample, Step, Validation
-from rmswatch.store.queries._common import TimeLike, _frame, as_datetime, epoch_seconds
+from rmswatch.store.queries._common import (
+    TimeLike,
+    _frame,
+    _pks,
+    as_datetime,
+    epoch_seconds,
+)
 
 _NONFINITE_COLUMNS = {
     "loss": Step.nonfinite_loss,
@@ -231,7 +237,7 @@ def step_tails(engine: Engine, run_pks: Sequence[int], span_steps: int) -> pd.Da
     statement = (
         select(*_STEP_TAIL_SELECT)
         .join(Run, Run.id == Step.run_pk)
-        .where(Run.id.in_(list(run_pks)), Step.step > Run.last_step - span_steps * Run.every)
+        .where(Run.id.in_(_pks(run_pks)), Step.step > Run.last_step - span_steps * Run.every)
         .order_by(Step.run_pk, Step.step)
     )
     return _tail_frame(engine, statement)
@@ -243,7 +249,7 @@ def steps_since(engine: Engine, run_pks: Sequence[int], since: TimeLike) -> pd.D
         return empty_tails()
     statement = (
         select(*_STEP_TAIL_SELECT)
-        .where(Step.run_pk.in_(list(run_pks)), Step.time >= as_datetime(since))
+        .where(Step.run_pk.in_(_pks(run_pks)), Step.time >= as_datetime(since))
         .order_by(Step.run_pk, Step.step)
     )
     return _tail_frame(engine, statement)
@@ -259,7 +265,7 @@ def checkpoint_failures(engine: Engine, run_pks: Sequence[int], since: TimeLike)
             func.max(Checkpoint.time).label("last_failure_at"),
         )
         .where(
-            Checkpoint.run_pk.in_(list(run_pks)),
+            Checkpoint.run_pk.in_(_pks(run_pks)),
             Checkpoint.action == "save",
             Checkpoint.ok.is_(False),
             Checkpoint.time >= as_datetime(since),

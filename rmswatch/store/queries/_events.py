@@ -20,6 +20,8 @@ from rmswatch.store.queries._common import (
     TimeLike,
     _data_columns,
     _frame,
+    _pk,
+    _pks,
     _scalar,
     _step_bounds,
     _step_range,
@@ -34,6 +36,7 @@ def histograms(
 ) -> pd.DataFrame:
     """(step, counts, zeros, nonfinite, exact) of one layer's histograms in step order, at a
     stride of at most `max_steps` distinct steps."""
+    run_pk = _pk(run_pk)
     first, last = _step_bounds(engine, HistogramRow, run_pk, None, None)
     stride = _stride(first, last, max_steps)
     statement = select(
@@ -61,6 +64,7 @@ def histogram_matrix(
     """One layer's histograms as a heatmap matrix: index `step`, one column per bucket named by
     its lower edge (the run's `hist_edges`), values = counts. `attrs["edges"]` has all edges,
     `attrs["zeros"]`/`attrs["nonfinite"]` the per-step extra buckets as Series."""
+    run_pk = _pk(run_pk)
     statement = select(
         HistogramRow.step, HistogramRow.counts, HistogramRow.zeros, HistogramRow.nonfinite
     ).where(
@@ -92,7 +96,7 @@ def validations(engine: Engine, run_pks: Sequence[int], *, name: str | None = No
         select(
             Validation.run_pk, Validation.step, Validation.time, Validation.name, Validation.value
         )
-        .where(Validation.run_pk.in_(list(run_pks)))
+        .where(Validation.run_pk.in_(_pks(run_pks)))
         .order_by(Validation.run_pk, Validation.step, Validation.name)
     )
     if name is not None:
@@ -102,6 +106,7 @@ def validations(engine: Engine, run_pks: Sequence[int], *, name: str | None = No
 
 def checkpoints(engine: Engine, run_pk: int) -> pd.DataFrame:
     """Checkpoint events of one run (step, time, action, ok, seconds, ...) in time order."""
+    run_pk = _pk(run_pk)
     statement = (
         select(*_data_columns(Checkpoint))
         .where(Checkpoint.run_pk == run_pk)
@@ -114,6 +119,7 @@ def system_samples(
     engine: Engine, run_pk: int, *, since: TimeLike | None = None, until: TimeLike | None = None
 ) -> pd.DataFrame:
     """CPU, memory and GPU samples of one run in time order."""
+    run_pk = _pk(run_pk)
     statement = (
         select(*_data_columns(SystemSampleRow))
         .where(SystemSampleRow.run_pk == run_pk, *_time_range(SystemSampleRow.time, since, until))

@@ -17,6 +17,7 @@ from rmswatch.store.queries._common import (
     TimeLike,
     _data_columns,
     _frame,
+    _pk,
     _scalar,
     _step_bounds,
     _step_range,
@@ -49,6 +50,7 @@ def steps(
 ) -> pd.DataFrame:
     """Every global statistic per step (loss, norms, lr, effective-LR quantiles, non-finite
     counts) in step order; `max_points` thins in SQL, always keeping the newest step."""
+    run_pk = _pk(run_pk)
     statement = select(*_data_columns(Step)).where(
         Step.run_pk == run_pk,
         *_step_range(Step.step, start_step, end_step),
@@ -66,6 +68,7 @@ def step_series(
     end_step: int | None = None,
 ) -> pd.DataFrame:
     """`step` plus the named `steps` columns of one run, in step order."""
+    run_pk = _pk(run_pk)
     _known("step", columns, STEP_FIELDS)
     names = ["step", *(name for name in columns if name != "step")]
     statement = (
@@ -78,6 +81,7 @@ def step_series(
 
 def step_bounds(engine: Engine, run_pk: int) -> tuple[int, int, int]:
     """(first step, last step, number of telemetry steps) of a run; zeros when it has none."""
+    run_pk = _pk(run_pk)
     with engine.connect() as conn:
         row = conn.execute(
             select(func.min(Step.step), func.max(Step.step), func.count()).where(
@@ -89,6 +93,7 @@ def step_bounds(engine: Engine, run_pk: int) -> tuple[int, int, int]:
 
 def steps_at(engine: Engine, run_pk: int, moments: Sequence[TimeLike]) -> list[int | None]:
     """For each moment, the last telemetry step recorded at or before it (None before the first)."""
+    run_pk = _pk(run_pk)
     found: list[int | None] = []
     with engine.connect() as conn:
         for moment in moments:
@@ -103,6 +108,7 @@ def steps_at(engine: Engine, run_pk: int, moments: Sequence[TimeLike]) -> list[i
 
 def first_nonfinite(engine: Engine, run_pk: int) -> dict[str, Any] | None:
     """The first step with any NaN/Inf (grad, param, state or loss) and the layers hit then."""
+    run_pk = _pk(run_pk)
     counts = [getattr(Step, f"nonfinite_{kind}") for kind in _NONFINITE_KINDS]
     per_layer = [LayerStep.nonfinite_grad, LayerStep.nonfinite_param, LayerStep.nonfinite_state]
     with engine.connect() as conn:
@@ -131,6 +137,7 @@ def first_nonfinite(engine: Engine, run_pk: int) -> dict[str, Any] | None:
 
 def nonfinite_totals(engine: Engine, run_pk: int) -> dict[str, int]:
     """Total NaN/Inf counts of one run by kind (grad, param, state, loss)."""
+    run_pk = _pk(run_pk)
     sums = [
         func.coalesce(func.sum(getattr(Step, f"nonfinite_{kind}")), 0) for kind in _NONFINITE_KINDS
     ]
@@ -157,6 +164,7 @@ def layer_stats(
 
     `max_points` thins steps as `steps` does, keeping every layer of each kept step.
     """
+    run_pk = _pk(run_pk)
     statement = select(*_data_columns(LayerStep)).where(
         LayerStep.run_pk == run_pk,
         *_step_range(LayerStep.step, start_step, end_step),
@@ -188,6 +196,7 @@ def layer_series(
     end_step: int | None = None,
 ) -> pd.DataFrame:
     """`step` plus the named `layer_stats` columns of one layer of one run, in step order."""
+    run_pk = _pk(run_pk)
     _known("layer", columns, LAYER_FIELDS)
     statement = (
         select(LayerStep.step, *(LayerStep.__table__.c[name] for name in columns))
@@ -212,6 +221,7 @@ def layer_matrix(
 ) -> pd.DataFrame:
     """Long frame (step, layer, value) of one per-layer column at a stride of at most
     `max_steps` distinct steps, for heatmaps."""
+    run_pk = _pk(run_pk)
     _known("layer", [column], LAYER_FIELDS)
     first, last = _step_bounds(engine, LayerStep, run_pk, start_step, end_step)
     stride = _stride(first, last, max_steps)
@@ -225,6 +235,7 @@ def layer_matrix(
 
 def layer_names(engine: Engine, run_pk: int) -> list[str]:
     """Layer names of a run: from the run row when the writer recorded them, else the data."""
+    run_pk = _pk(run_pk)
     recorded = _scalar(engine, select(Run.layers).where(Run.id == run_pk)) or []
     names = [item["name"] if isinstance(item, dict) else str(item) for item in recorded]
     if names:
@@ -238,6 +249,7 @@ def layer_names(engine: Engine, run_pk: int) -> list[str]:
 
 def latest_layer_stats(engine: Engine, run_pk: int) -> pd.DataFrame:
     """Every layer's statistics at the run's last step with per-layer statistics."""
+    run_pk = _pk(run_pk)
     names = ["layer", *sorted(LAYER_FIELDS - {"layer", "step"})]
     last = select(func.max(LayerStep.step)).where(LayerStep.run_pk == run_pk).scalar_subquery()
     statement = (
