@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rmswatch._validation import WireError as WireError
 from rmswatch.store.writes import SliSampleRecord
 from rmswatch.trainer_hooks.records import (
     RMS_EDGES,
@@ -32,15 +33,6 @@ from rmswatch.trainer_hooks.records import (
 )
 
 WIRE_VERSION = 1
-
-
-class WireError(ValueError):
-    """A batch that can't be ingested; `field` is the path of the first bad value."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
 
 
 # -- encoding ---------------------------------------------------------------------------------

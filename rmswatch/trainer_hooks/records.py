@@ -6,7 +6,7 @@ Everything here is built on the sink side of the device->host boundary; nothing 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +28,24 @@ def rms_histogram_edges(
 
 
 RMS_EDGES: tuple[float, ...] = rms_histogram_edges()
+
+
+def update_ratio(update_norm: float, param_norm: float) -> float:
+    """‖update‖ / ‖param‖: NaN when either norm is NaN (the step has no meaningful ratio, and an
+    Inf would read as "huge update"), Inf when a zero parameter gets a non-zero update.
+
+    The one definition: the hooks' records, the exporter's merged layers and the views use it.
+    """
+    if math.isnan(update_norm) or math.isnan(param_norm):
+        return math.nan
+    if param_norm > 0:
+        return update_norm / param_norm
+    return 0.0 if update_norm == 0 else math.inf
+
+
+def root_sum_square(values: Iterable[float]) -> float:
+    """sqrt(Σ v²), summed exactly (fsum): a norm over elements, or over layers' norms."""
+    return math.sqrt(math.fsum(v * v for v in values))
 
 
 @dataclass(frozen=True, slots=True)
