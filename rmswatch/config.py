@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from rmswatch._validation import ConfigError as ConfigError
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,15 +80,6 @@ class StoreConfig(_Strict):
 
 class CostConfig(_Strict):
     gpu_hour_usd: float = Field(default=2.5, ge=0)
-
-
-class ConfigError(ValueError):
-    """A config file that can't be used; the message names file, key, value and what's accepted."""
-
-    def __init__(self, path: str, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        super().__init__(f"{path}: invalid config\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def format_validation_error(error: ValidationError) -> list[str]:

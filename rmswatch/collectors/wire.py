@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from rmswatch._validation import WireError as WireError
 from rmswatch.store.writes import SliSampleRecord
 from rmswatch.trainer_hooks.records import (
     NONFINITE_KEYS,
@@ -103,15 +104,6 @@ _RULES: dict[type[Any], dict[str, Any]] = {
 }
 # Map keys of record fields that are mappings of names (layers): bounded like other names.
 _KEYS: dict[tuple[type[Any], str], Any] = {(StepRecord, "layers"): _Name}
-
-
-class WireError(ValueError):
-    """A batch that can't be ingested; `field` is the path of the first bad value."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
 
 
 def wire_fields(cls: type[Any]) -> tuple[dataclasses.Field[Any], ...]:

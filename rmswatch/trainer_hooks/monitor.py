@@ -444,6 +444,7 @@ class Monitor:
             validation=pending.validation,
             dropped_total=self.dropped,
             rank=self._run_info.rank,
+            world_size=self._run_info.world_size,
         )
 
     def _build_run_info(
