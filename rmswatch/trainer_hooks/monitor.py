@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.hooks import RemovableHandle
 
+from rmswatch._limits import check_labels
 from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.dispatch import Dispatcher, Sampler
 from rmswatch.trainer_hooks.packing import Packed, Slot, decode
@@ -40,6 +41,7 @@ from rmswatch.trainer_hooks.records import (
     ValidationRecord,
     update_ratio,
 )
+from rmswatch.trainer_hooks.screen import check_job, check_run, check_run_id, screen
 from rmswatch.trainer_hooks.sinks import Sink
 from rmswatch.trainer_hooks.stats import StatsEngine
 
@@ -152,8 +154,11 @@ class Monitor:
         if stats_threads is not None:
             _check_int("stats_threads", stats_threads, 1)
         self._stats_threads = stats_threads
-        if not isinstance(job, str) or not job:
-            raise ValueError(f"job={job!r}: expected a non-empty string")
+        # what every store accepts, checked before anything starts (rmswatch._limits)
+        check_job(job)
+        if run_id is not None:
+            check_run_id(run_id)
+        labels = check_labels("labels", labels)
         self._optimizer = optimizer
         self._clock = clock
         self._every = every
@@ -170,7 +175,10 @@ class Monitor:
         self._engine = StatsEngine(
             self._adapter, optimizer, _slots(optimizer, model), plan, sample_seed=sample_seed
         )
-        self._run_info = self._build_run_info(job, run_id, labels, rank, world_size, start_step)
+        self._run_info = check_run(
+            self._build_run_info(job, run_id, labels, rank, world_size, start_step)
+        )
+        self._rejected = 0
         self._records: deque[StepRecord] = deque(maxlen=keep_records)
         self._pending: deque[_Pending] = deque()
         self._step = start_step or 0
@@ -219,6 +227,12 @@ class Monitor:
     @property
     def sink_errors(self) -> int:
         return self._dispatcher.errors if self._dispatcher else 0
+
+    @property
+    def rejected(self) -> int:
+        """Records refused at a `record_*` call because a value is outside the store's limits
+        (each also warned about, naming the field); see docs/store.md, "Limits"."""
+        return self._rejected
 
     @property
     def sparse_grads(self) -> int:
@@ -420,10 +434,17 @@ class Monitor:
         if not isinstance(number, (int, float)) or isinstance(number, bool):
             raise ValueError(f"record_validation: value must be a number, got {value!r}")
         at = self._step if step is None else _check_int("step", step, 0)
-        for pending in self._pending:
-            if pending.step == at:
-                pending.validation = float(number)
-        self._offer(ValidationRecord(at, self._clock(), float(number), name))
+        record = self._screened(
+            "record_validation", ValidationRecord(at, self._clock(), float(number), name)
+        )
+        if record is None:
+            return
+        if name == "val_loss":
+            # the step's own `validation` is val_loss only: the loss alerts read it
+            for pending in self._pending:
+                if pending.step == at:
+                    pending.validation = float(number)
+        self._offer(record)
 
     def record_checkpoint(
         self,
@@ -442,11 +463,14 @@ class Monitor:
         if action not in ("save", "load"):
             raise ValueError(f"record_checkpoint: action={action!r}; expected 'save' or 'load'")
         at = self._step if step is None else _check_int("step", step, 0)
-        self._offer(
+        record = self._screened(
+            "record_checkpoint",
             CheckpointRecord(
                 at, self._clock(), action, ok, seconds, size_bytes, os.fspath(path), detail
-            )
+            ),
         )
+        if record is not None:
+            self._offer(record)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Complete every pending record and deliver everything through the sinks' flush.
@@ -501,6 +525,19 @@ class Monitor:
                 stacklevel=3,
             )
         return self._closed
+
+    def _screened(self, what: str, item: Telemetry) -> Telemetry | None:
+        """`item` as the store will take it, or None (counted, warned) when it can't."""
+        kept, problems = screen(item)
+        if problems:
+            self._rejected += 1
+            warnings.warn(
+                f"rmswatch {what}() at step {getattr(item, 'step', '?')}: {problems[0]}; "
+                "this record is not stored (rejected), the run goes on",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return kept
 
     def _offer(self, item: Telemetry) -> None:
         if self._dispatcher is not None:
