@@ -113,6 +113,9 @@ def run(engine: Engine, run_id: str) -> dict[str, Any] | None:
         return None
     record: dict[str, Any] = {str(k): v for k, v in frame.iloc[0].to_dict().items()}
     record["hist_edges"] = _scalar(engine, select(Run.hist_edges).where(Run.run_id == run_id))
+    record["resumed_from_step"] = _scalar(
+        engine, select(Run.resumed_from_step).where(Run.run_id == run_id)
+    )
     return record
 
 
@@ -405,3 +408,20 @@ def steps_at(engine: Engine, run_pk: int, moments: Sequence[datetime]) -> list[i
             ).scalar()
             found.append(None if value is None else int(value))
     return found
+
+
+def latest_histogram_exact(engine: Engine, run_pk: int, kind: str = "rms") -> dict[str, bool]:
+    """Per layer, whether its histogram (and the statistics drawn from the same selection) at
+    the run's last histogram step was exact rather than estimated from a sample."""
+    last = (
+        select(func.max(HistogramRow.step))
+        .where(HistogramRow.run_pk == run_pk, HistogramRow.kind == kind)
+        .scalar_subquery()
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(HistogramRow.layer, HistogramRow.exact).where(
+                HistogramRow.run_pk == run_pk, HistogramRow.kind == kind, HistogramRow.step == last
+            )
+        ).all()
+    return {str(layer): bool(exact) for layer, exact in rows}
