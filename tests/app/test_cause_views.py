@@ -140,7 +140,8 @@ def test_layer_names_are_text_in_every_figure_not_markup() -> None:
 
 
 def test_the_timeline_has_every_firing_with_its_value_then_and_one_row_per_lr_burst() -> None:
-    step_times = pd.DataFrame({"step": range(1, 101), "time": [T0 + timedelta(seconds=s) for s in range(1, 101)]})  # fmt: skip
+    times = [T0 + timedelta(seconds=s) for s in range(1, 101)]
+    step_times = pd.DataFrame({"step": range(1, 101), "time": times})
     run = {"started_at": T0, "ended_at": T0 + timedelta(seconds=101), "status": "succeeded",
            "last_step": 100, "resumed_from_step": None}  # fmt: skip
     firings = pd.DataFrame(
