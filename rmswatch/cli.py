@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="no alert evaluation",
     )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without server.auth (prints a warning)",
+    )
 
     demo = sub.add_parser("demo", help="real trainings + server + alerts on one laptop")
     demo.add_argument("--quick", action="store_true", help="short scenarios; exit when done")

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from rmswatch.app import alerts
 from rmswatch.app.views import oncall, postmortem
 from rmswatch.app.views.common import iso
-from rmswatch.store.queries import views as queries
+from rmswatch.store import queries
 
 
 @dataclass(frozen=True)
