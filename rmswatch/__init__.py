@@ -1,7 +1,8 @@
 """rmswatch: SRE-grade observability for PyTorch training jobs.
 
 The whole public API fits on one screen: `watch()` attaches a `Monitor` to an optimizer, and the
-monitor produces `StepRecord`s (with per-layer `LayerStats` and RMS `Histogram`s).
+monitor produces `StepRecord`s (with per-layer `LayerStats` and RMS `Histogram`s). Every error
+rmswatch raises on purpose is a `RmswatchError` (`CheckpointError` is one).
 
 Names are imported on first use, so the server, the store and the CLI never pay for importing
 torch; `import rmswatch; rmswatch.watch(...)` works as usual.
@@ -13,15 +14,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rmswatch._validation import CheckpointError, RmswatchError
     from rmswatch._watch import watch
     from rmswatch.trainer_hooks.monitor import Monitor
     from rmswatch.trainer_hooks.records import Histogram, LayerStats, StepRecord
 
 __version__ = "0.1.0"
 
-__all__ = ["Histogram", "LayerStats", "Monitor", "StepRecord", "__version__", "watch"]
+__all__ = [
+    "CheckpointError",
+    "Histogram",
+    "LayerStats",
+    "Monitor",
+    "RmswatchError",
+    "StepRecord",
+    "__version__",
+    "watch",
+]
 
 _LAZY = {
+    "CheckpointError": "rmswatch._validation",
+    "RmswatchError": "rmswatch._validation",
     "watch": "rmswatch._watch",
     "Monitor": "rmswatch.trainer_hooks.monitor",
     "Histogram": "rmswatch.trainer_hooks.records",

@@ -17,9 +17,11 @@ def test_all_is_sorted_and_every_name_resolves() -> None:
 
 def test_the_public_names_are_the_architecture_contract() -> None:
     assert set(rmswatch.__all__) == {
+        "CheckpointError",
         "Histogram",
         "LayerStats",
         "Monitor",
+        "RmswatchError",
         "StepRecord",
         "__version__",
         "watch",
