@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from rmswatch._limits import LimitError, check_float, check_labels, check_text, check_time
 from rmswatch._validation import WireError as WireError
 from rmswatch.store.writes import SliSampleRecord
 from rmswatch.trainer_hooks.records import (
@@ -31,6 +32,7 @@ from rmswatch.trainer_hooks.records import (
     Telemetry,
     ValidationRecord,
 )
+from rmswatch.trainer_hooks.screen import check_metric_name, check_run, clean_status, screen
 
 WIRE_VERSION = 1
 
@@ -343,19 +345,40 @@ class _BatchIn(_M):
     version: Literal[1] = 1
     run: _RunIn | None = None
     open: bool = False
-    items: list[_ItemIn] = []
+    # each item is validated on its own: one bad record must not cost the rest of the batch
+    items: list[Any] = []
     status: _StatusIn | None = None
+
+
+_ITEM = TypeAdapter(_ItemIn)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One record of a batch that was not stored (`stored=False`), or stored without a part that
+    the store can't take (`stored=True`, e.g. one layer); `field` is the path of the bad value."""
+
+    index: int
+    field: str
+    detail: str
+    stored: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "detail": self.detail,
+                "stored": self.stored, "status": 422}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A decoded batch: one run's telemetry (optional) plus production SLI samples."""
+    """A decoded batch: one run's telemetry (optional) plus production SLI samples, and the
+    records that were refused (`rejected`), each naming its field."""
 
     run: RunInfo | None
     open_run: bool
     telemetry: tuple[Telemetry, ...]
     sli_samples: tuple[SliSampleRecord, ...]
     status: RunStatus | None
+    rejected: tuple[Rejected, ...] = ()
 
 
 def _field_path(loc: Sequence[int | str]) -> str:
@@ -375,39 +398,95 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return path
 
 
+def _first_error(exc: ValidationError, prefix: Sequence[int | str] = ()) -> WireError:
+    first = exc.errors()[0]
+    field = _field_path((*prefix, *first["loc"])) or "(body)"
+    got = first.get("input")
+    shown = "" if isinstance(got, dict | list) else f" (got {_short(got)})"
+    return WireError(field, f"{first['msg']}{shown}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def decode_batch(body: Any) -> Batch:
-    """Validate a parsed JSON body; raises WireError naming the first bad field."""
+    """Validate a parsed JSON body against the wire schema and the store's limits.
+
+    A bad envelope (`run`, `status`, `version`, the body itself) raises WireError naming the
+    field: nothing of the batch can be stored. A bad item is only that item: it lands in
+    `Batch.rejected` (naming `items[i].field`) and the other items are decoded.
+    """
     if not isinstance(body, Mapping):
         raise WireError("(body)", f"expected a JSON object, got {type(body).__name__}")
     try:
         batch = _BatchIn.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = _field_path(first["loc"]) or "(body)"
-        got = first.get("input")
-        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        raise WireError(field, f"{first['msg']}{shown}") from None
+        raise _first_error(exc) from None
+    run = _checked(_run(batch.run), check_run, "run") if batch.run is not None else None
+    status = None
+    if batch.status is not None:
+        if run is None:
+            raise WireError("status", "a run status needs the batch's `run`")
+        status = RunStatus(batch.status.time, batch.status.status, batch.status.detail)
+        status = _checked(status, clean_status, "")
     telemetry: list[Telemetry] = []
     slis: list[SliSampleRecord] = []
-    for index, item in enumerate(batch.items):
-        if isinstance(item, _SliIn):
-            slis.append(SliSampleRecord(item.job, item.name, item.value, item.time, item.labels))
+    rejected: list[Rejected] = []
+    for index, raw in enumerate(batch.items):
+        where = f"items[{index}]"
+        try:
+            item = _ITEM.validate_python(raw)
+        except ValidationError as exc:
+            error = _first_error(exc, ("items", index))
+            rejected.append(Rejected(index, error.field, error.message))
             continue
-        if batch.run is None:
-            raise WireError(f"items[{index}]", f"a {item.kind!r} record needs the batch's `run`")
-        telemetry.append(_record(item))
-    if batch.status is not None and batch.run is None:
-        raise WireError("status", "a run status needs the batch's `run`")
+        if isinstance(item, _SliIn):
+            try:
+                slis.append(_sli(item))
+            except LimitError as exc:
+                rejected.append(Rejected(index, f"{where}.{exc.field}", str(exc)))
+            continue
+        if run is None:
+            rejected.append(
+                Rejected(index, where, f"a {item.kind!r} record needs the batch's `run`")
+            )
+            continue
+        record, problems = screen(_record(item))
+        for problem in problems:
+            field = f"{where}.{problem.field}"
+            rejected.append(Rejected(index, field, str(problem), stored=record is not None))
+        if record is not None:
+            telemetry.append(record)
     return Batch(
-        run=_run(batch.run) if batch.run is not None else None,
+        run=run,
         open_run=batch.open,
         telemetry=tuple(telemetry),
         sli_samples=tuple(slis),
-        status=(
-            RunStatus(batch.status.time, batch.status.status, batch.status.detail)
-            if batch.status is not None
-            else None
-        ),
+        status=status,
+        rejected=tuple(rejected),
+    )
+
+
+_T = TypeVar("_T")
+
+
+def _checked(value: _T, check: Callable[[_T], _T], prefix: str) -> _T:
+    try:
+        return check(value)
+    except LimitError as exc:
+        field = f"{prefix}.{exc.field}" if prefix else exc.field
+        raise WireError(field, str(exc).removeprefix(f"{exc.field}: ")) from None
+
+
+def _sli(item: _SliIn) -> SliSampleRecord:
+    return SliSampleRecord(
+        check_text("job", item.job, 256),
+        check_metric_name("name", item.name),
+        check_float("value", item.value),
+        check_time("time", item.time),
+        check_labels("labels", item.labels),
     )
 
 
