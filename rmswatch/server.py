@@ -50,8 +50,19 @@ class Server:
     scheduler: Any = None
     _http: BaseWSGIServer | None = field(default=None, repr=False)
 
-    def serve_forever(self, host: str, port: int) -> None:
+    def bind(self, host: str, port: int) -> None:
+        """Take the port now (PortInUseError names its holder), so "serving" is never printed
+        for a socket that isn't ours."""
+        from rmswatch._ports import ensure_free
+
+        ensure_free(host, port)  # werkzeug's make_server would sys.exit(1) on a taken port
         self._http = make_server(host, port, self.flask, threaded=True)
+
+    def serve_forever(self, host: str | None = None, port: int | None = None) -> None:
+        if self._http is None:
+            assert host is not None and port is not None, "bind() first or pass host and port"
+            self.bind(host, port)
+        assert self._http is not None
         self._http.serve_forever()
 
     def start_in_thread(self, host: str, port: int) -> threading.Thread:
@@ -278,8 +289,17 @@ def serve(
     bind_host = host or config.server.host
     bind_port = port or config.server.port
     check_exposure(bind_host, config, insecure=insecure)
+    from rmswatch._ports import ensure_free
+
+    ensure_free(bind_host, bind_port)  # before the store is opened or the scheduler started
     engine = _open_engine(url)
     server = build_server(config, engine, start_scheduler=scheduler)
+    try:
+        server.bind(bind_host, bind_port)
+    except BaseException:
+        server.shutdown()
+        engine.dispose()
+        raise
     print(
         f"rmswatch serving http://{bind_host}:{bind_port}/ (store {engine.url!r})",
         file=sys.stderr,
@@ -288,7 +308,7 @@ def serve(
     # SIGTERM (systemd, Kubernetes, the demo) stops like Ctrl-C: scheduler, then HTTP server
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        server.serve_forever(bind_host, bind_port)
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
