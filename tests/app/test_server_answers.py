@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,9 @@ from sqlalchemy import Engine
 from rmswatch.collectors.wire import encode_batch
 from rmswatch.config import Config
 from rmswatch.server import build_server
-from rmswatch.store.engine import make_engine, upgrade
+from rmswatch.store.engine import make_engine
 from tests.factories import run_info, step_record
 from tests.helpers import free_port, subprocess_env
-
-
-@pytest.fixture
-def engine(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def _serve(engine: Engine, environ: dict[str, str] | None = None) -> tuple[str, object]:
