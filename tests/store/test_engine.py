@@ -67,6 +67,7 @@ def test_store_created_at_revision_0001_upgrades_in_place_keeping_its_data(
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_processes_creating_the_schema_at_the_same_moment_all_succeed(store_url: str) -> None:
     start_at = time.time() + 3.0  # every child is imported and waiting by then
     child = (
