@@ -14,7 +14,7 @@ from rmswatch.store.models import HistogramRow, LayerStep, Run, Step
 from rmswatch.store.writes import SliSampleRecord
 from rmswatch.trainer_hooks.records import RunStatus
 from tests.collectors.ingest_server import TOKEN, serve_ingest
-from tests.store.records_factory import T0, run_info, step_record
+from tests.factories import T0, run_info, step_record
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
