@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from rmswatch._validation import parse_duration
 from rmswatch.alerting import prom_names as m
 from rmswatch.alerting.spec import BurnWindow, SloSpec, burn_policy, effective_slos, format_duration
 from rmswatch.alerting.texts import RULE_ALERTNAMES, RULE_DESCRIPTIONS, SLO_ALERTNAME
@@ -114,8 +115,8 @@ def _windows(spec: SloSpec) -> tuple[BurnWindow, ...]:
 
 
 def slo_recording_group(spec: SloSpec, sli: PromSli) -> dict[str, Any]:
-    lengths = sorted({_window(s) for w in _windows(spec) for s in (w.long, w.short)},
-                     key=lambda d: _seconds(d))  # fmt: skip
+    windows = {_window(s) for w in _windows(spec) for s in (w.long, w.short)}
+    lengths = sorted(windows, key=parse_duration)
     rules = []
     for window in lengths:
         ratio = f"{_increase(sli.numerator, window)}\n/\n{_increase(sli.total, window)}"
@@ -136,12 +137,6 @@ def slo_recording_group(spec: SloSpec, sli: PromSli) -> dict[str, Any]:
             }
         )
     return {"name": f"rmswatch-slo-{spec.name}-sli", "rules": rules}
-
-
-def _seconds(duration: str) -> float:
-    from rmswatch.alerting.spec import parse_duration
-
-    return parse_duration(duration)
 
 
 def slo_alerts(spec: SloSpec, config: Config) -> list[dict[str, Any]]:

@@ -16,8 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from rmswatch._validation import parse_duration
 from rmswatch.alerting.lifecycle import utc, utcnow
-from rmswatch.alerting.routing_config import Matcher, matches_all, parse_duration, parse_matchers
+from rmswatch.alerting.routing_config import Matcher, matches_all, parse_matchers
 from rmswatch.store.models_alerting import SilenceRow
 
 

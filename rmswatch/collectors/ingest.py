@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -18,7 +17,6 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from rmswatch.collectors.wire import WireError, decode_batch
-from rmswatch.config import IngestConfig
 from rmswatch.store.engine import write_transaction
 from rmswatch.store.writes import (
     WriteCounts,
@@ -91,15 +89,6 @@ def create_blueprint(engine: Engine, *, token: str | None, max_batch_bytes: int)
         )
 
     return blueprint
-
-
-def create_blueprint_from_config(engine: Engine, config: IngestConfig) -> Blueprint:
-    """The blueprint with the token read from `$<config.token_env>`."""
-    return create_blueprint(
-        engine,
-        token=os.environ.get(config.token_env) or None,
-        max_batch_bytes=config.max_batch_bytes,
-    )
 
 
 def _unauthorized(detail: str) -> Response:
