@@ -76,6 +76,7 @@ def _layer(stats: LayerStats) -> dict[str, Any]:
         "numel": stats.numel,
         "has_grad": stats.has_grad,
         "sparse_grad": stats.sparse_grad,
+        "grad_norm_before_clip": _num(stats.grad_norm_before_clip),
     }
 
 
@@ -103,6 +104,12 @@ def encode_item(item: Telemetry | SliSampleRecord) -> dict[str, Any]:
             "validation": _num(item.validation),
             "dropped_total": item.dropped_total,
             "rank": item.rank,
+            "grad_norm_before_clip": _num(item.grad_norm_before_clip),
+            "clipped": item.clipped,
+            "skipped": item.skipped,
+            "loss_scale": _num(item.loss_scale),
+            "world_size": item.world_size,
+            "full": item.full,
         }
     if isinstance(item, ValidationRecord):
         return {
@@ -224,6 +231,7 @@ class _LayerIn(_M):
     numel: int = Field(default=0, ge=0)
     has_grad: bool = True
     sparse_grad: bool = False
+    grad_norm_before_clip: float | None = None
 
 
 class _StepIn(_M):
@@ -248,6 +256,12 @@ class _StepIn(_M):
     validation: float | None = None
     dropped_total: int = Field(default=0, ge=0)
     rank: int = Field(default=0, ge=0)
+    grad_norm_before_clip: float | None = None
+    clipped: bool = False
+    skipped: bool = False
+    loss_scale: float | None = None
+    world_size: int = Field(default=1, ge=1)
+    full: bool = True
 
 
 class _ValidationIn(_M):
@@ -441,6 +455,12 @@ def _record(item: _StepIn | _ValidationIn | _CheckpointIn | _SystemIn) -> Teleme
             validation=item.validation,
             dropped_total=item.dropped_total,
             rank=item.rank,
+            grad_norm_before_clip=item.grad_norm_before_clip,
+            clipped=item.clipped,
+            skipped=item.skipped,
+            loss_scale=item.loss_scale,
+            world_size=item.world_size,
+            full=item.full,
         )
     if isinstance(item, _ValidationIn):
         return ValidationRecord(item.step, item.time, item.value, item.name)
@@ -496,4 +516,5 @@ def _layer_stats(layer: _LayerIn) -> LayerStats:
         numel=layer.numel,
         has_grad=layer.has_grad,
         sparse_grad=layer.sparse_grad,
+        grad_norm_before_clip=layer.grad_norm_before_clip,
     )

@@ -25,6 +25,8 @@ from torch.utils.hooks import RemovableHandle
 
 from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.dispatch import Dispatcher, Sampler
+from rmswatch.trainer_hooks.packing import Packed, Slot, decode
+from rmswatch.trainer_hooks.plan import StatsPlan, choose_plan
 from rmswatch.trainer_hooks.records import (
     RMS_EDGES,
     RUN_STATUSES,
@@ -35,12 +37,10 @@ from rmswatch.trainer_hooks.records import (
     StepRecord,
     Telemetry,
     ValidationRecord,
+    update_ratio,
 )
 from rmswatch.trainer_hooks.sinks import Sink
-from rmswatch.trainer_hooks.stats import Packed, Slot, StatsEngine, decode, ratio
-
-# Exact full-tensor distributions on the CPU cost more than the step budget; see docs/hooks.md.
-DEFAULT_EXACT_EVERY_CPU = 50
+from rmswatch.trainer_hooks.stats import StatsEngine
 
 
 @dataclass
@@ -126,22 +126,22 @@ class Monitor:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         self._device = params[0].device if params else torch.device("cpu")
         self._cuda = self._device.type == "cuda"
-        self._exact_every = exact_every or (1 if self._cuda else DEFAULT_EXACT_EVERY_CPU)
-        self._engine = StatsEngine(
-            self._adapter,
-            optimizer,
-            _slots(optimizer, model),
-            device=self._device,
-            sample_size=sample_size,
-            sample_seed=sample_seed,
+        plan = choose_plan(
+            self._device,
             chunk_bytes=chunk_bytes,
             kernel=kernel,
+            exact_every=exact_every,
+            sample_size=sample_size,
+        )
+        self._engine = StatsEngine(
+            self._adapter, optimizer, _slots(optimizer, model), plan, sample_seed=sample_seed
         )
         self._run_info = self._build_run_info(job, run_id, labels, rank, world_size)
         self._records: deque[StepRecord] = deque(maxlen=keep_records)
         self._pending: deque[_Pending] = deque()
         self._step = 0
         self._telemetry_steps = 0
+        self._last_paths: dict[str, str] = {}
         self._last_step_end: float | None = None
         self._sparse_grads = 0
         self._closed = False
@@ -195,6 +195,17 @@ class Monitor:
         return self._run_info.job
 
     @property
+    def stats_plan(self) -> StatsPlan:
+        """How the statistics are computed (chosen at construction; see `plan.StatsPlan`)."""
+        return self._engine.plan
+
+    @property
+    def layer_paths(self) -> dict[str, str]:
+        """Layer name -> how its norms were computed at the newest telemetry step so far
+        ("fused", "foreach" or "per-layer"; see `packing.LAYER_PATHS`); empty before one."""
+        return dict(self._last_paths)
+
+    @property
     def run_info(self) -> RunInfo:
         return self._run_info
 
@@ -219,9 +230,10 @@ class Monitor:
         self._last_step_end = now
         if (self._step - 1) % self._every:
             return
-        exact = self._telemetry_steps % self._exact_every == 0
+        exact = self._engine.plan.exact_at(self._telemetry_steps)
         self._telemetry_steps += 1
         packed = self._compute(exact)
+        self._last_paths = {lay.name: lay.path for lay in packed.layers}
         pending = _Pending(self._step, self._clock(), step_seconds, packed)
         if self._cuda:
             host = torch.empty(packed.buffer.shape, dtype=torch.float64, pin_memory=True)
@@ -419,7 +431,7 @@ class Monitor:
             },
             layers=layers,
             lrs=tuple(lrs),
-            update_ratio=ratio(update_norm, param_norm),
+            update_ratio=update_ratio(update_norm, param_norm),
             eff_lr_mean=eff_mean,
             eff_lr_min=min(
                 (s.eff_lr_min for s in with_eff if s.eff_lr_min is not None), default=None
@@ -432,6 +444,7 @@ class Monitor:
             validation=pending.validation,
             dropped_total=self.dropped,
             rank=self._run_info.rank,
+            world_size=self._run_info.world_size,
         )
 
     def _build_run_info(

@@ -18,9 +18,10 @@ from rmswatch.store.engine import (
     write_transaction,
 )
 from rmswatch.store.models import Base, Run, Step
-from rmswatch.store.writes import upsert_run, write_telemetry
+from rmswatch.store.writes import upsert_run
 from tests.helpers import subprocess_env
 from tests.store.records_factory import run_info, step_record
+from tests.store.test_migration_0003 import write_as_of_old_revision
 
 
 def test_sqlite_store_uses_wal_busy_timeout_and_foreign_keys(sqlite_url: str) -> None:
@@ -58,7 +59,7 @@ def test_store_created_at_revision_0001_upgrades_in_place_keeping_its_data(
     assert upgrade(engine, "0001") == "0001"
     with write_transaction(engine) as conn:
         run_pk = upsert_run(conn, run_info("old-run"), reopen=True)
-        write_telemetry(conn, run_pk, [step_record(s) for s in range(3)])
+        write_as_of_old_revision(conn, run_pk, [step_record(s) for s in range(3)])
     assert upgrade(engine) == head_revision()
     with engine.connect() as conn:
         assert conn.execute(select(Run.run_id)).scalars().all() == ["old-run"]
