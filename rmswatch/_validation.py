@@ -6,6 +6,7 @@ way to word a validation error (`format_validation_error`). Every error rmswatch
 purpose derives from `RmswatchError`; the CLI prints one as one line and exits with code 2::
 
     RmswatchError                      root: catch this to catch everything raised on purpose
+    ├── ArgumentError    (ValueError)  a bad argument to a public function or a CLI command
     ├── ConfigError      (ValueError)  a config or spec file: names the file, key, value, accepted
     ├── WireError        (ValueError)  an ingest batch: names the first bad field
     ├── DeliveryError                  a receiver did not accept a notification (no secrets)
@@ -31,13 +32,20 @@ class RmswatchError(Exception):
     """Root of every error rmswatch raises on purpose; its message is meant for a person."""
 
 
+class ArgumentError(RmswatchError, ValueError):
+    """A bad argument; the message names the argument, the value given and what is accepted."""
+
+
 class ConfigError(RmswatchError, ValueError):
-    """A config file that can't be used; the message names file, key, value and what's accepted."""
+    """A config file that can't be used; the message names file, key, value and what's accepted.
+
+    One line: `path: invalid config: key: problem (got: value); other.key: ...`.
+    """
 
     def __init__(self, path: str, problems: Sequence[str]) -> None:
         self.path = path
         self.problems = list(problems)
-        super().__init__(f"{path}: invalid config\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__(f"{path}: invalid config: " + "; ".join(self.problems))
 
 
 class WireError(RmswatchError, ValueError):
@@ -54,7 +62,7 @@ class DeliveryError(RmswatchError):
 
 
 class StoreError(RmswatchError):
-    """The store can't be opened or used (a malformed URL, a schema with no migrations)."""
+    """The store can't be opened or used (a malformed URL, an unknown backend, no migrations)."""
 
 
 class CheckpointError(RmswatchError):

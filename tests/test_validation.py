@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 import rmswatch
 from rmswatch._validation import (
+    ArgumentError,
     CheckpointError,
     ConfigError,
     DeliveryError,
@@ -35,7 +36,7 @@ def test_every_project_error_is_a_rmswatch_error(error: type[Exception]) -> None
     assert issubclass(error, RmswatchError)
 
 
-@pytest.mark.parametrize("error", [ConfigError, WireError])
+@pytest.mark.parametrize("error", [ArgumentError, ConfigError, WireError])
 def test_errors_that_were_value_errors_still_are(error: type[Exception]) -> None:
     assert issubclass(error, ValueError)
 
@@ -62,14 +63,12 @@ def test_a_checkpoint_error_names_the_file_and_the_reason() -> None:
     assert str(error) == "/ckpt/step-100.pt: written by a newer rmswatch (format 3)"
 
 
-def test_a_config_error_lists_each_problem_under_the_file() -> None:
+def test_a_config_error_is_one_line_naming_the_file_and_each_problem() -> None:
     error = ConfigError("server.yaml", ["server.port: too big (got: 99999)", "route: unknown key"])
     assert error.problems == ["server.port: too big (got: 99999)", "route: unknown key"]
-    assert str(error).splitlines() == [
-        "server.yaml: invalid config",
-        "  - server.port: too big (got: 99999)",
-        "  - route: unknown key",
-    ]
+    assert str(error) == (
+        "server.yaml: invalid config: server.port: too big (got: 99999); route: unknown key"
+    )
 
 
 # -- one duration grammar ---------------------------------------------------------------------

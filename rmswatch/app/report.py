@@ -155,9 +155,9 @@ last step {esc(_text(run.get("last_step")))} · optimizer {esc(str(run.get("opti
 
 def report_command(db_url: str, run_id: str, output: str | None) -> int:
     """`rmswatch report --db URL --run ID [-o FILE]`: write the HTML postmortem of a run."""
-    from rmswatch.store.engine import make_engine
+    from rmswatch.store.engine import open_store
 
-    engine = make_engine(db_url)
+    engine = open_store(db_url)
     try:
         data = postmortem_data(engine, run_id)
         if data is None:
