@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from rmswatch._validation import ConfigError
-from rmswatch.alerting.rulegen import dump, promtool_tests_document, rules_document
 from rmswatch.config import load_config
+from rmswatch.generators.rules import dump, promtool_tests_document, rules_document
 
 
 def rules_command(

@@ -1,6 +1,6 @@
 """Grafana dashboards (executive, on-call, debug) generated from the metric catalogue.
 
-`python -m rmswatch.collectors.grafana --write dashboards/grafana` regenerates the checked-in
+`python -m rmswatch.generators.grafana --write dashboards/grafana` regenerates the checked-in
 JSON (Grafana 10+ schema, a Prometheus datasource variable, `job` and `run_id` variables);
 `--check` exits 1 when it is stale. Every query names metrics through `catalogue` constants.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from rmswatch.config import CostConfig
 
 SCHEMA_VERSION = 39  # Grafana 10.4
@@ -27,7 +27,7 @@ def sel(spec: cat.MetricSpec, suffix: str = "", extra: str = "") -> str:
     """`metric{job=~"$job", run_id=~"$run_id", ...}` for a catalogue metric."""
     name = spec.name + suffix
     if name not in cat.sample_names():
-        raise ValueError(f"{name!r} is not a series in rmswatch.collectors.catalogue")
+        raise ValueError(f"{name!r} is not a series in rmswatch.catalogue")
     return f"{name}{{{RUN}{', ' + extra if extra else ''}}}"
 
 
@@ -507,7 +507,7 @@ def render(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rmswatch.collectors.grafana")
+    parser = argparse.ArgumentParser(prog="python -m rmswatch.generators.grafana")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--write", metavar="DIR", help="write <name>.json for every dashboard")
     group.add_argument("--check", metavar="DIR", help="exit 1 when a file in DIR is stale")
@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not path.exists() or path.read_text(encoding="utf-8") != text:
             stale.append(str(path))
     if stale:
-        print(f"stale: {', '.join(stale)}; run `python -m rmswatch.collectors.grafana "
+        print(f"stale: {', '.join(stale)}; run `python -m rmswatch.generators.grafana "
               f"--write {folder}`", file=sys.stderr)  # fmt: skip
         return 1
     return 0

@@ -1,4 +1,4 @@
-"""`rmswatch rules`: Prometheus recording + alerting rules (and promtool tests) from the config.
+"""Prometheus recording + alerting rules (and promtool tests) from the config (`rmswatch rules`).
 
 The same SLO specs, burn-rate windows and health rules the built-in evaluator uses become
 sloth-style recording rules (error ratio and event count per window) and alerts with the same
