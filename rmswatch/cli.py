@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from rmswatch._ports import port_number
 from rmswatch._validation import RmswatchError
 
 DEFAULT_DB = "sqlite:///rmswatch.db"
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmswatch", description="Observe and operate PyTorch training jobs."
     )
+    parser.add_argument("--version", action="version", version=f"rmswatch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="dashboard + ingest API + alert scheduler")
@@ -42,17 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", dest="config_path", default=None, help="YAML config file")
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 8050)")
+    serve.add_argument("--port", type=port_number, default=None, help="port (default 8050)")
     serve.add_argument(
         "--no-scheduler",
         dest="scheduler",
         action="store_false",
         help="no alert evaluation",
     )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without server.auth (prints a warning)",
+    )
 
     demo = sub.add_parser("demo", help="real trainings + server + alerts on one laptop")
     demo.add_argument("--quick", action="store_true", help="short scenarios; exit when done")
-    demo.add_argument("--port", type=int, default=8050)
+    demo.add_argument("--port", type=port_number, default=8050, help="dashboard port")
     demo.add_argument("--dir", dest="workdir", default="rmswatch-demo", help="demo files go here")
 
     rules = sub.add_parser("rules", help="write Prometheus recording and alerting rules")
@@ -108,6 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def one_line(error: BaseException) -> str:
     """The error's message on one line (YAML and driver messages can span several)."""
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _version() -> str:
+    from rmswatch import __version__
+
+    return __version__
 
 
 if __name__ == "__main__":  # pragma: no cover

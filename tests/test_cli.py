@@ -34,8 +34,8 @@ def test_an_unknown_database_backend_is_one_line_naming_the_accepted_ones() -> N
 
 def test_a_store_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dir" / "rmswatch.db"
-    result = rmswatch("silence", "--db", f"sqlite:///{missing}", "list")
-    assert_one_line_error(result, "rmswatch silence: ", "cannot open it")
+    result = rmswatch("evaluate", "--db", f"sqlite:///{missing}")
+    assert_one_line_error(result, "rmswatch evaluate: ", "cannot open it")
 
 
 def test_a_bad_config_with_two_problems_is_one_line_naming_both(tmp_path: Path) -> None:

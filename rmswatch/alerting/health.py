@@ -1,6 +1,6 @@
 """Training-health rules over each running run's recent steps: one verdict per (rule, run).
 
-Pure functions of DataFrames (from `rmswatch.store.queries.alerts_sli`); step-based windows
+Pure functions of DataFrames (from `rmswatch.alerting.store_inputs`); step-based windows
 count telemetry rows (one per `every` optimizer steps), newest last.
 """
 

@@ -10,6 +10,7 @@ from rmswatch._validation import ArgumentError, parse_duration
 from rmswatch.alerting.lifecycle import utc, utcnow
 from rmswatch.alerting.silences import create_silence, expire_silence, list_silences
 from rmswatch.store.engine import open_store
+from rmswatch.store.existing import open_existing_store
 
 
 def silence_command(
@@ -24,7 +25,8 @@ def silence_command(
     now: datetime | None = None,
 ) -> int:
     """Prints what it did and returns the exit code; a bad argument raises ArgumentError."""
-    engine = open_store(db_url)
+    # listing only reads: a mistyped --db must not leave an empty store behind
+    engine = open_existing_store(db_url) if action == "list" else open_store(db_url)
     moment = utc(now or utcnow())
     try:
         if action == "add":
