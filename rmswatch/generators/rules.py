@@ -3,7 +3,8 @@
 The same SLO specs, burn-rate windows and health rules the built-in evaluator uses become
 sloth-style recording rules (error ratio and event count per window) and alerts with the same
 names and labels, so Alertmanager sees what `rmswatch serve` would have raised. Output sticks to
-PromQL that Prometheus 2.42's promtool accepts.
+PromQL that Prometheus 2.42's promtool accepts. (About 430 lines: the promtool test cases stay
+beside the rules because each is derived from the alert it tests.)
 """
 
 from __future__ import annotations
