@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e '.[dev,postgres]'
+	$(PY) -m pip install -q -e '.[dev,postgres,lightning,transformers]'
 	touch $@
 
 install: $(STAMP)

@@ -105,16 +105,54 @@ class CostConfig(StrictModel):
     gpu_hour_usd: float = Field(default=2.5, ge=0)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping naming the same key twice (YAML says keys are unique;
+    PyYAML silently keeps the last, so a second `route:` would quietly replace the first)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {seen[key] + 1}); YAML keys must be unique",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _unique_mapping,
+)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning I/O and syntax errors into ConfigError."""
+    """Read a YAML mapping, turning I/O, encoding and syntax errors, and duplicate keys, into
+    ConfigError."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(path), [f"not a text file: byte {exc.start} is not UTF-8 (a YAML config is text)"]
+        ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
+        raise ConfigError(str(path), [f"not valid YAML: {_yaml_problem(exc)}"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -218,6 +218,12 @@ class CheckpointFailuresRule(_Rule):
     min_failures: int = Field(ge=1)
 
 
+class AmpSkipsRule(_Rule):
+    window_steps: int = Field(ge=1)
+    min_skipped: int = Field(ge=1)
+    min_loss_scale: float = Field(gt=0)
+
+
 _HEALTH_FIELDS = (
     "nonfinite",
     "divergence",
@@ -226,6 +232,7 @@ _HEALTH_FIELDS = (
     "grad_norm_variance",
     "eff_lr_jump",
     "checkpoint_failures",
+    "amp_skips",
 )
 
 
@@ -257,6 +264,7 @@ class HealthConfig(StrictModel):
     checkpoint_failures: CheckpointFailuresRule = Field(
         default_factory=lambda: _default_rule("checkpoint_failures")
     )
+    amp_skips: AmpSkipsRule = Field(default_factory=lambda: _default_rule("amp_skips"))
 
     @model_validator(mode="before")
     @classmethod

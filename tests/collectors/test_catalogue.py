@@ -6,7 +6,7 @@ from rmswatch import catalogue as cat
 from rmswatch.collectors.prometheus import RunCollector
 from rmswatch.trainer_hooks.records import CheckpointRecord, SystemSample, ValidationRecord
 from tests.collectors.exposition import scrape
-from tests.collectors.records_factory import layer, record, run_info
+from tests.factories import layer, record, run_info
 
 NAME = re.compile(r"rmswatch_[a-z][a-z0-9_]*\Z")
 LABEL = re.compile(r"[a-z_][a-z0-9_]*\Z")
