@@ -2,7 +2,8 @@
 
 spec -> model (`spec`, `slo_files`, `routing_config`) -> evaluate (`evaluate`, `health`, `slo`)
 -> lifecycle -> route (`routing`, `silences`) -> outbox -> receivers, run by `scheduler`. Each name
-is imported on first use, so reading a config never pays for pandas or SQLAlchemy.
+is imported on first use, so reading a config never pays for pandas or SQLAlchemy. (`evaluate` is
+not exported here: it is also the submodule's name, which Python binds on the package.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rmswatch._validation import DeliveryError
-    from rmswatch.alerting.evaluate import evaluate
     from rmswatch.alerting.lifecycle import acknowledge_alert
     from rmswatch.alerting.scheduler import start_scheduler
     from rmswatch.alerting.signals import Signal
@@ -26,7 +26,6 @@ _WHERE = {
     "SloSpec": "rmswatch.alerting.spec",
     "acknowledge_alert": "rmswatch.alerting.lifecycle",
     "create_silence": "rmswatch.alerting.silences",
-    "evaluate": "rmswatch.alerting.evaluate",
     "expire_silence": "rmswatch.alerting.silences",
     "list_silences": "rmswatch.alerting.silences",
     "start_scheduler": "rmswatch.alerting.scheduler",
@@ -39,7 +38,6 @@ __all__ = [
     "SloSpec",
     "acknowledge_alert",
     "create_silence",
-    "evaluate",
     "expire_silence",
     "list_silences",
     "start_scheduler",
