@@ -47,7 +47,7 @@ SUBPACKAGES = {
         "SloSpec",
         "acknowledge_alert",
         "create_silence",
-            "expire_silence",
+        "expire_silence",
         "list_silences",
         "start_scheduler",
     },
