@@ -280,7 +280,6 @@ METRICS: tuple[MetricSpec, ...] = tuple(
 )
 # STEP_NONFINITE_TOTAL is an alias: list each metric once.
 METRICS = tuple(dict.fromkeys(METRICS))
-BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in METRICS}
 
 
 def sample_names() -> frozenset[str]:

@@ -17,7 +17,6 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from rmswatch._validation import StrictModel, Url, parse_duration
 
 ReceiverKind = Literal["webhook", "slack", "pagerduty", "alertmanager"]
-RECEIVER_KINDS: tuple[str, ...] = ("webhook", "slack", "pagerduty", "alertmanager")
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 MatchOp = Literal["=", "!=", "=~", "!~"]

@@ -27,7 +27,6 @@ SliKind = Literal[
     "validation_improvement",
     "ratio",
 ]
-SLI_KINDS: tuple[str, ...] = SliKind.__args__  # type: ignore[attr-defined]
 PER_STEP_KINDS = frozenset({"nonfinite_free_steps", "step_latency"})
 Severity = Literal["page", "ticket"]
 
