@@ -9,11 +9,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
 
+from rmswatch.commands.migrate import migrate_command
 from rmswatch.store.engine import (
     current_revision,
     head_revision,
     make_engine,
-    migrate_command,
     upgrade,
     write_transaction,
 )
