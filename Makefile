@@ -42,8 +42,8 @@ test: $(STAMP) system-deps lint typecheck
 	$(PY) -m pytest
 
 docs: $(STAMP)
-	$(PY) -m rmswatch.collectors.catalogue --write docs/metrics.md
-	$(PY) -m rmswatch.collectors.grafana --write dashboards/grafana
+	$(PY) -m rmswatch.generators.metrics_docs --write docs/metrics.md
+	$(PY) -m rmswatch.generators.grafana --write dashboards/grafana
 	$(PY) -m rmswatch rules -o dashboards/prometheus/rules.yml \
 		--tests-output dashboards/prometheus/rules.test.yml
 	$(PY) benchmarks/assemble.py
