@@ -227,6 +227,17 @@ class Monitor:
         return self._run_info.job
 
     @property
+    def full_steps(self) -> int:
+        """Steps that got full telemetry so far (every record, in every=N mode)."""
+        return self._cadence.full_steps
+
+    @property
+    def full_interval(self) -> int:
+        """Steps between scheduled full-telemetry steps now (budget mode: as measured so far;
+        anomalous steps come on top)."""
+        return self._cadence.interval
+
+    @property
     def stats_plan(self) -> StatsPlan:
         """How the statistics are computed (chosen at construction; see `plan.StatsPlan`)."""
         return self._engine.plan
