@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e '.[dev,postgres]'
+	$(PY) -m pip install -q -e '.[dev,postgres,lightning,transformers]'
 	touch $@
 
 install: $(STAMP)
@@ -24,7 +24,7 @@ system-deps:
 	@bash scripts/install-system-deps.sh
 
 demo: $(STAMP)
-	$(VENV)/bin/rmswatch demo
+	$(VENV)/bin/rmswatch demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server  # noq
 from rmswatch.collectors import catalogue as cat  # noqa: E402
 from rmswatch.collectors.prometheus import PrometheusSink, rms_vector  # noqa: E402
 from rmswatch.trainer_hooks.records import RMS_EDGES, Histogram, StepRecord  # noqa: E402
-from tests.collectors.records_factory import layer, record, run_info  # noqa: E402
+from tests.factories import layer, record, run_info  # noqa: E402
 
 
 def model_record(step: int, tensors: int) -> StepRecord:

@@ -33,10 +33,49 @@ class BasicAuth(_Strict):
     password_env: str = "RMSWATCH_BASIC_AUTH_PASSWORD"
 
 
+# where a trusted header is believed when `trusted_proxies` is not given: a proxy on this host
+LOOPBACK_PROXIES = ("127.0.0.0/8", "::1/128")
+
+
+def _check_cidr(value: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP network; expected CIDR like 10.0.0.0/8 or 192.168.1.5/32"
+        ) from None
+    return value
+
+
 class AuthConfig(_Strict):
+    """Who may see the pages; see docs/operations.md, "Security"."""
+
     basic: BasicAuth | None = None
     # trust a reverse proxy's authenticated-user header (e.g. X-Forwarded-User) instead
-    trusted_header: str | None = None
+    trusted_header: Annotated[str, Field(min_length=1)] | None = None
+    # the header is believed only from these source networks (the proxy's address)
+    trusted_proxies: tuple[Annotated[str, AfterValidator(_check_cidr)], ...] | None = None
+
+    @model_validator(mode="after")
+    def _header_needs_its_proxies(self) -> AuthConfig:
+        if self.trusted_header is None:
+            if self.trusted_proxies is not None:
+                raise ValueError("trusted_proxies is set but trusted_header is not")
+            return self
+        if self.trusted_proxies is None:
+            if self.basic is not None:
+                # with basic auth beside it, anyone reaching the port could send the header
+                raise ValueError(
+                    f"basic auth with trusted_header {self.trusted_header!r} needs "
+                    "trusted_proxies: [CIDR, ...], the reverse proxy's source addresses; "
+                    "without it anyone could send the header and skip the password"
+                )
+            object.__setattr__(self, "trusted_proxies", LOOPBACK_PROXIES)
+        elif not self.trusted_proxies:
+            raise ValueError("trusted_proxies is empty: name the reverse proxy's networks")
+        return self
 
 
 class IngestConfig(_Strict):
@@ -96,16 +135,54 @@ def format_validation_error(error: ValidationError) -> list[str]:
     return lines
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping naming the same key twice (YAML says keys are unique;
+    PyYAML silently keeps the last, so a second `route:` would quietly replace the first)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {seen[key] + 1}); YAML keys must be unique",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _unique_mapping,
+)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning I/O and syntax errors into ConfigError."""
+    """Read a YAML mapping, turning I/O, encoding and syntax errors, and duplicate keys, into
+    ConfigError."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(path), [f"not a text file: byte {exc.start} is not UTF-8 (a YAML config is text)"]
+        ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
+        raise ConfigError(str(path), [f"not valid YAML: {_yaml_problem(exc)}"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

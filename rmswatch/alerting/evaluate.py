@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from rmswatch.alerting import health as health_rules
+from rmswatch.alerting import store_inputs as q
 from rmswatch.alerting.signals import Signal
 from rmswatch.alerting.slo import (
     COARSE_FACTOR,
@@ -33,7 +34,6 @@ from rmswatch.alerting.texts import RULE_DESCRIPTIONS as _RULE_DESCRIPTIONS
 from rmswatch.alerting.texts import SLO_ALERTNAME as SLO_ALERTNAME
 from rmswatch.alerting.texts import SLO_STEPS_ALERTNAME as SLO_STEPS_ALERTNAME
 from rmswatch.config import Config, runbook_url
-from rmswatch.store.queries import alerts_sli as q
 
 # the on-call link covers this much before the alert and a little after
 DASHBOARD_BEFORE_SECONDS = 3600.0

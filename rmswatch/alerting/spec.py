@@ -271,6 +271,12 @@ class CheckpointFailuresRule(_Rule):
     min_failures: int = Field(ge=1)
 
 
+class AmpSkipsRule(_Rule):
+    window_steps: int = Field(ge=1)
+    min_skipped: int = Field(ge=1)
+    min_loss_scale: float = Field(gt=0)
+
+
 _HEALTH_FIELDS = (
     "nonfinite",
     "divergence",
@@ -279,6 +285,7 @@ _HEALTH_FIELDS = (
     "grad_norm_variance",
     "eff_lr_jump",
     "checkpoint_failures",
+    "amp_skips",
 )
 
 
@@ -310,6 +317,7 @@ class HealthConfig(_Strict):
     checkpoint_failures: CheckpointFailuresRule = Field(
         default_factory=lambda: _default_rule("checkpoint_failures")
     )
+    amp_skips: AmpSkipsRule = Field(default_factory=lambda: _default_rule("amp_skips"))
 
     @model_validator(mode="before")
     @classmethod

@@ -18,6 +18,7 @@ RULE_ALERTNAMES = {
     "grad_norm_variance": "GradNormVarianceOutOfRange",
     "eff_lr_jump": "EffectiveLrJump",
     "checkpoint_failures": "CheckpointSaveFailures",
+    "amp_skips": "TrainingAmpStepsSkipped",
 }
 
 # health rule -> the alert's `description` annotation
@@ -29,4 +30,8 @@ RULE_DESCRIPTIONS = {
     "grad_norm_variance": "Gradient-norm variance left the range of its recent windows.",
     "eff_lr_jump": "The mean effective learning rate jumped between consecutive windows.",
     "checkpoint_failures": "Checkpoint saves are failing: a crash now would lose progress.",
+    "amp_skips": (
+        "The GradScaler keeps skipping steps on inf/NaN gradients, or its loss scale has "
+        "collapsed: fp16 is overflowing and the run is not learning."
+    ),
 }

@@ -8,7 +8,7 @@ from rmswatch.collectors import catalogue as cat
 from rmswatch.collectors.prometheus import RunCollector
 from rmswatch.trainer_hooks.records import CheckpointRecord, SystemSample, ValidationRecord
 from tests.collectors.exposition import scrape
-from tests.collectors.records_factory import layer, record, run_info
+from tests.factories import layer, record, run_info
 from tests.helpers import REPO_ROOT, subprocess_env
 
 NAME = re.compile(r"rmswatch_[a-z][a-z0-9_]*\Z")

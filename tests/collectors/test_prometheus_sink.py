@@ -11,7 +11,7 @@ from rmswatch.collectors.prometheus import PrometheusSink
 from rmswatch.trainer_hooks.records import RunStatus
 from rmswatch.trainer_hooks.sinks import Sink
 from tests.collectors.exposition import parse, value
-from tests.collectors.records_factory import record, run_info
+from tests.factories import record, run_info
 from tests.helpers import free_port
 
 

@@ -22,9 +22,9 @@ import pytest
 from rmswatch.collectors.store_writer import StoreWriter
 from rmswatch.store.engine import make_engine, upgrade
 from rmswatch.trainer_hooks.records import RunStatus
+from tests.factories import T0, run_info, step_record
 from tests.helpers import free_port, subprocess_env, unavailable
 from tests.integration.store_support import stored_steps, wait_ready
-from tests.store.records_factory import T0, run_info, step_record
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -19,8 +19,8 @@ from rmswatch.store.engine import (
 )
 from rmswatch.store.models import Base, Run, Step
 from rmswatch.store.writes import upsert_run
+from tests.factories import run_info, step_record
 from tests.helpers import subprocess_env
-from tests.store.records_factory import run_info, step_record
 from tests.store.test_migration_0003 import write_as_of_old_revision
 
 

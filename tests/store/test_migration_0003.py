@@ -22,7 +22,7 @@ from rmswatch.store.engine import (
 )
 from rmswatch.store.writes import _step_rows, upsert_run, write_telemetry
 from rmswatch.trainer_hooks.records import StepRecord
-from tests.store.records_factory import run_info, step_record
+from tests.factories import run_info, step_record
 
 
 def write_as_of_old_revision(conn: Connection, run_pk: int, records: Sequence[StepRecord]) -> None:
@@ -76,7 +76,7 @@ def test_a_0002_store_upgrades_keeping_its_rows_with_the_defaults_of_an_old_reco
         run_pk = upsert_run(conn, run_info("old-run"), reopen=True)
         write_as_of_old_revision(conn, run_pk, [step_record(s) for s in range(3)])
     assert upgrade(engine) == head_revision()
-    frame = queries.steps(engine, "old-run")
+    frame = queries.steps(engine, run_pk)
     assert frame["step"].tolist() == [0, 1, 2]
     assert frame["clipped"].tolist() == [False] * 3
     assert frame["skipped"].tolist() == [False] * 3
@@ -85,12 +85,12 @@ def test_a_0002_store_upgrades_keeping_its_rows_with_the_defaults_of_an_old_reco
     assert frame["world_size"].tolist() == [1] * 3
     assert frame["grad_norm_before_clip"].isna().all()
     assert frame["loss_scale"].isna().all()
-    layers = queries.layer_stats(engine, "old-run")
+    layers = queries.layer_stats(engine, run_pk)
     assert len(layers) == 6 and layers["grad_norm_before_clip"].isna().all()
     # and the upgraded store takes records of this round
     with write_transaction(engine) as conn:
         write_telemetry(conn, run_pk, [loop_record(3)])
-    assert queries.steps(engine, "old-run")["loss_scale"].tolist()[-1] == 32768.0 / 4
+    assert queries.steps(engine, run_pk)["loss_scale"].tolist()[-1] == 32768.0 / 4
     engine.dispose()
 
 
@@ -98,7 +98,7 @@ def test_the_new_fields_are_written_and_read_back(engine: Engine) -> None:
     with write_transaction(engine) as conn:
         run_pk = upsert_run(conn, run_info("r"), reopen=True)
         write_telemetry(conn, run_pk, [loop_record(s) for s in range(3)])
-    frame = queries.steps(engine, "r")
+    frame = queries.steps(engine, run_pk)
     assert frame["grad_norm_before_clip"].tolist()[:2] == [4.18, 4.18]
     assert math.isinf(frame["grad_norm_before_clip"].tolist()[2])
     assert frame["clipped"].tolist() == [True, False, True]
@@ -108,7 +108,7 @@ def test_the_new_fields_are_written_and_read_back(engine: Engine) -> None:
     assert frame["rank"].tolist() == [3] * 3
     assert frame["world_size"].tolist() == [4] * 3
     assert [list(v) for v in frame["lrs"]] == [[0.01, 0.002]] * 3
-    layers = queries.layer_stats(engine, "r")
+    layers = queries.layer_stats(engine, run_pk)
     assert layers["grad_norm_before_clip"].tolist() == [4.0, 4.0, 5.0, 5.0, 6.0, 6.0]
 
 

@@ -9,7 +9,7 @@ from rmswatch.store.engine import write_transaction
 from rmswatch.store.models import HistogramRow, Run, Step
 from rmswatch.store.retention import apply_retention
 from rmswatch.store.writes import SliSampleRecord, upsert_run, write_sli_samples, write_telemetry
-from tests.store.records_factory import T0, run_info, step_record
+from tests.factories import T0, run_info, step_record
 
 HOUR = 3600.0
 

@@ -1,8 +1,6 @@
-"""Read queries over alert state for the app's on-call and history views (pandas out).
-
-Time columns come back as tz-aware UTC Timestamps on both backends. Notification bodies are
-never returned: the views show delivery state, not payloads.
-"""
+"""Alert state for the app's on-call and history views: alerts, their history, silences and
+the notification outbox. Notification bodies are never returned: the views show delivery
+state, not payloads."""
 
 from __future__ import annotations
 
@@ -14,12 +12,19 @@ import pandas as pd
 from sqlalchemy import Engine, Select, select
 from sqlalchemy.orm import Session
 
-from rmswatch.store.models_alerting import AlertEventRow, AlertRow, NotificationRow, SilenceRow
+from rmswatch.store.models_alerting import (
+    AlertEventRow,
+    AlertFiringRow,
+    AlertRow,
+    NotificationRow,
+    SilenceRow,
+)
+from rmswatch.store.queries._common import TimeLike, _utc, as_datetime
 
 ALERT_COLUMNS = [
     "fingerprint", "alertname", "job", "run_id", "severity", "state", "value", "active_since",
     "starts_at", "ends_at", "summary", "runbook_url", "dashboard_url", "acknowledged_by",
-    "acknowledged_at", "silenced", "inhibited", "labels", "annotations",
+    "acknowledged_at", "silenced", "inhibited", "labels", "annotations", "peak_value",
 ]  # fmt: skip
 
 
@@ -27,15 +32,6 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def _frame(
-    rows: list[dict[str, Any]], columns: Sequence[str], times: Sequence[str]
-) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(columns))
-    for column in times:
-        frame[column] = pd.to_datetime(frame[column], utc=True)
-    return frame
 
 
 def active_alerts(
@@ -75,31 +71,92 @@ def _alert_frame(alerts: list[AlertRow]) -> pd.DataFrame:
             "inhibited": bool(a.inhibited_by),
             "labels": dict(a.labels or {}),
             "annotations": dict(a.annotations or {}),
+            "peak_value": a.value,
         }
         for a in alerts
     ]
-    return _frame(rows, ALERT_COLUMNS, ["active_since", "starts_at", "ends_at", "acknowledged_at"])
+    return _utc(
+        pd.DataFrame(rows, columns=ALERT_COLUMNS),
+        "active_since",
+        "starts_at",
+        "ends_at",
+        "acknowledged_at",
+    )
 
 
-def resolved_alerts(engine: Engine, since: datetime) -> pd.DataFrame:
-    """Alerts that resolved at or after `since`, most recent first: what paged the on-call
-    engineer while they were away, with its runbook."""
-    query = select(AlertRow).where(AlertRow.state == "resolved", AlertRow.ends_at >= since)
-    frame = _alert_frame(_all(engine, query))
+def _firing_frame(firings: list[AlertFiringRow], alerts: Sequence[AlertRow]) -> pd.DataFrame:
+    """One row per firing, in the columns of `active_alerts`: the firing's own run, start, end
+    and peak value; acknowledgement and suppression from the alert while it is still live."""
+    by_fp = {a.fingerprint: a for a in alerts}
+    rows = []
+    for f in firings:
+        alert = by_fp.get(f.fingerprint)
+        live = f.ended_at is None and alert is not None
+        rows.append(
+            {
+                "fingerprint": f.fingerprint,
+                "alertname": f.alertname,
+                "job": f.job,
+                "run_id": f.run_id,
+                "severity": f.severity,
+                "state": "firing" if f.ended_at is None else "resolved",
+                "value": f.last_value,
+                "active_since": _aware(f.started_at),
+                "starts_at": _aware(f.started_at),
+                "ends_at": _aware(f.ended_at),
+                "summary": (f.annotations or {}).get("summary", ""),
+                "runbook_url": (f.annotations or {}).get("runbook_url", ""),
+                "dashboard_url": (f.annotations or {}).get("dashboard_url", ""),
+                "acknowledged_by": alert.acknowledged_by if live and alert else None,
+                "acknowledged_at": _aware(alert.acknowledged_at) if live and alert else None,
+                "silenced": bool(alert.silenced_by) if live and alert else False,
+                "inhibited": bool(alert.inhibited_by) if live and alert else False,
+                "labels": dict(f.labels or {}),
+                "annotations": dict(f.annotations or {}),
+                "peak_value": f.peak_value,
+            }
+        )
+    return _utc(
+        pd.DataFrame(rows, columns=ALERT_COLUMNS),
+        "active_since",
+        "starts_at",
+        "ends_at",
+        "acknowledged_at",
+    )
+
+
+def _firings(engine: Engine, query: Select[Any]) -> pd.DataFrame:
+    firings = _all(engine, query)
+    fingerprints = sorted({f.fingerprint for f in firings})
+    alerts = _all(engine, select(AlertRow).where(AlertRow.fingerprint.in_(fingerprints)))
+    return _firing_frame(firings, alerts)
+
+
+def resolved_alerts(engine: Engine, since: TimeLike) -> pd.DataFrame:
+    """Firings that ended at or after `since`, pages first, most recent first: what paged the
+    on-call engineer while they were away, each under the run it was about, with its peak
+    value and runbook. An alert that fired twice is listed twice."""
+    query = select(AlertFiringRow).where(AlertFiringRow.ended_at >= as_datetime(since))
+    frame = _firings(engine, query)
     order = frame.assign(_not_page=frame["severity"] != "page")
     order = order.sort_values(["ends_at"], ascending=False, kind="stable")
     return frame.loc[order.sort_values("_not_page", kind="stable").index].reset_index(drop=True)
 
 
 def alerts_for_run(engine: Engine, run_id: str) -> pd.DataFrame:
-    """Every alert (any state) that a run raised, oldest first: the postmortem's alert list.
-
-    Alerts are per job (run_id is not in the fingerprint), so this finds them through the
-    run's history events, with the alert's state as it is now.
-    """
-    fingerprints = select(AlertEventRow.fingerprint).where(AlertEventRow.run_id == run_id)
-    found = _all(engine, select(AlertRow).where(AlertRow.fingerprint.in_(fingerprints)))
-    frame = _alert_frame(found)
+    """Every firing about a run, oldest first, plus its alerts that went pending and never
+    fired (the postmortem's alert list): each firing with its own start, end and peak."""
+    fired = _firings(engine, select(AlertFiringRow).where(AlertFiringRow.run_id == run_id))
+    fingerprints = select(AlertEventRow.fingerprint).where(
+        AlertEventRow.run_id == run_id, AlertEventRow.to_state == "pending"
+    )
+    never = select(AlertRow).where(
+        AlertRow.fingerprint.in_(fingerprints),
+        AlertRow.fingerprint.not_in(list(fired["fingerprint"])),
+    )
+    pending = _alert_frame(_all(engine, never))
+    parts = [f for f in (fired, pending) if not f.empty]
+    frame = pd.concat(parts, ignore_index=True) if parts else fired
     return frame.sort_values("active_since", kind="stable").reset_index(drop=True)
 
 
@@ -130,8 +187,8 @@ def alert_history(
     *,
     run_id: str | None = None,
     job: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: TimeLike | None = None,
+    until: TimeLike | None = None,
 ) -> pd.DataFrame:
     """State changes and acknowledgements, oldest first (a run's postmortem timeline)."""
     query = select(AlertEventRow).order_by(AlertEventRow.time, AlertEventRow.id)
@@ -140,12 +197,12 @@ def alert_history(
     if job is not None:
         query = query.where(AlertEventRow.job == job)
     if since is not None:
-        query = query.where(AlertEventRow.time >= since)
+        query = query.where(AlertEventRow.time >= as_datetime(since))
     if until is not None:
-        query = query.where(AlertEventRow.time <= until)
+        query = query.where(AlertEventRow.time <= as_datetime(until))
     events = _all(engine, query)
     rows = [{c: getattr(e, c) for c in EVENT_COLUMNS} for e in events]
-    return _frame(rows, EVENT_COLUMNS, ["time"])
+    return _utc(pd.DataFrame(rows, columns=EVENT_COLUMNS), "time")
 
 
 SILENCE_COLUMNS = [
@@ -154,10 +211,10 @@ SILENCE_COLUMNS = [
 
 
 def silences(
-    engine: Engine, *, include_expired: bool = False, now: datetime | None = None
+    engine: Engine, *, include_expired: bool = False, now: TimeLike | None = None
 ) -> pd.DataFrame:
     """Silences with their state (pending / active / expired), newest first."""
-    moment = _aware(now) or datetime.now(UTC)
+    moment = as_datetime(now if now is not None else datetime.now(UTC))
     query = select(SilenceRow).order_by(SilenceRow.id.desc())
     if not include_expired:
         query = query.where(SilenceRow.ends_at > moment)
@@ -172,7 +229,7 @@ def silences(
             {"id": s.id, "state": state, "matchers": shown, "starts_at": starts, "ends_at": ends,
              "author": s.author, "comment": s.comment, "created_at": _aware(s.created_at)}
         )  # fmt: skip
-    return _frame(rows, SILENCE_COLUMNS, ["starts_at", "ends_at", "created_at"])
+    return _utc(pd.DataFrame(rows, columns=SILENCE_COLUMNS), "starts_at", "ends_at", "created_at")
 
 
 NOTIFICATION_COLUMNS = [
@@ -196,4 +253,9 @@ def notifications(
         query = query.where(NotificationRow.delivered_at.is_(None))
     found = _all(engine, query)
     rows = [{c: getattr(n, c) for c in NOTIFICATION_COLUMNS} for n in found]
-    return _frame(rows, NOTIFICATION_COLUMNS, ["created_at", "next_attempt_at", "delivered_at"])
+    return _utc(
+        pd.DataFrame(rows, columns=NOTIFICATION_COLUMNS),
+        "created_at",
+        "next_attempt_at",
+        "delivered_at",
+    )
