@@ -374,8 +374,10 @@ class Monitor:
         total, grads = self._sentinel.grad_norm()
         anomaly = self._force_full
         self._force_full = None
+        host_total: torch.Tensor | float | None = total
         if total is not None and not self._cuda:  # reading a CPU value costs nothing
-            anomaly = self._detector.grad(float(total)) or anomaly
+            host_total = float(total)
+            anomaly = self._detector.grad(host_total) or anomaly
         full = anomaly is not None or self._cadence.due(self._step)
         exact = False
         if full:
@@ -384,7 +386,7 @@ class Monitor:
             self._cadence.took_full(self._step)
             self._step_grads = []
         else:
-            packed = self._sentinel_packed(total)
+            packed = self._sentinel_packed(host_total)
             # A loss spike seen in record_loss can still make this step full, if the
             # gradients are still this step's (not cleared or overwritten since).
             self._step_grads = [(p, g, g._version) for p, g in grads]
@@ -402,7 +404,8 @@ class Monitor:
         self._last_paths = {lay.name: lay.path for lay in packed.layers}
         return packed
 
-    def _sentinel_packed(self, total: torch.Tensor | None) -> Packed:
+    def _sentinel_packed(self, total: torch.Tensor | float | None) -> Packed:
+        # CPU: the norm is already a host float, so the buffer stays empty (nothing to pack)
         pk = Packer(device=self._device)
         fields = {"grad_norm": pk.scalar(total if total is not None else 0.0)}
         lrs = [pk.scalar(g["lr"]) for g in self._optimizer.param_groups]

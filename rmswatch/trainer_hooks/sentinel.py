@@ -121,15 +121,16 @@ class Sentinel:
         ]
         if not pairs:
             return None, pairs
-        grads = [g for _, g in pairs]
-        wide = [g for g in grads if g.dtype == torch.float64]
-        narrow = [g for g in grads if g.dtype != torch.float64]
+        wide: list[torch.Tensor] = []
+        narrow: list[torch.Tensor] = []
+        for _, g in pairs:
+            (wide if g.dtype == torch.float64 else narrow).append(g)
         parts: list[torch.Tensor] = []
         if wide:
-            parts.extend(torch._foreach_norm(wide))
+            parts.append(torch.stack(torch._foreach_norm(wide)))
         if narrow:  # float16/bfloat16 norms would overflow in their own dtype
-            parts.extend(torch._foreach_norm(narrow, 2, dtype=torch.float32))
-        norms = torch.stack([n.to(torch.float64) for n in parts])
+            parts.append(torch.stack(torch._foreach_norm(narrow, 2, dtype=torch.float32)))
+        norms = parts[0].double() if len(parts) == 1 else torch.cat([t.double() for t in parts])
         return torch.linalg.vector_norm(norms), pairs
 
 
