@@ -107,6 +107,9 @@ class RunCollector:
         self._run: RunInfo | None = None
         self._base: dict[str, str] = {}
         self._latest: StepRecord | None = None
+        # Budget mode: most records are sentinel-only (no layers, NaN parameter norms); the
+        # norms, eff-LR and per-layer series come from the newest full record.
+        self._latest_full: StepRecord | None = None
         self._system: SystemSample | None = None
         self._validation: dict[str, float] = {}
         self._nonfinite = dict.fromkeys(cat.NONFINITE_KINDS, 0)
@@ -151,6 +154,8 @@ class RunCollector:
     def _take_step(self, record: StepRecord) -> None:
         if self._latest is None or record.step >= self._latest.step:
             self._latest = record
+        if record.full and (self._latest_full is None or record.step >= self._latest_full.step):
+            self._latest_full = record
         any_nonfinite = False
         for kind in cat.NONFINITE_KINDS:
             count = int(record.nonfinite.get(kind, 0))
@@ -187,7 +192,7 @@ class RunCollector:
             state = (
                 self._run,
                 dict(self._base),
-                self._latest,
+                (self._latest, self._latest_full),
                 self._system,
                 dict(self._validation),
                 dict(self._nonfinite),
@@ -206,7 +211,7 @@ class RunCollector:
         self,
         run: RunInfo | None,
         base: dict[str, str],
-        latest: StepRecord | None,
+        latest_pair: tuple[StepRecord | None, StepRecord | None],
         system: SystemSample | None,
         validation: dict[str, float],
         nonfinite: dict[str, int],
@@ -218,6 +223,7 @@ class RunCollector:
     ) -> list[Metric]:
         if run is None:
             return []
+        latest, latest_full = latest_pair
         f = _Families(base)
         f.add(
             cat.RUN_INFO,
@@ -249,7 +255,7 @@ class RunCollector:
             if system.gpu_memory_bytes is not None:
                 f.add(cat.GPU_MEMORY_USED_BYTES, system.gpu_memory_bytes)
         if latest is not None:
-            self._render_step(f, run, latest)
+            self._render_step(f, run, latest, latest_full)
         self._render_layer_nonfinite(f, layer_nonfinite)
         return list(f.out.values())
 
@@ -264,15 +270,20 @@ class RunCollector:
         metric.samples.append(Sample(name + "_count", f.base, float(n)))
         metric.samples.append(Sample(name + "_sum", f.base, total))
 
-    def _render_step(self, f: _Families, run: RunInfo, record: StepRecord) -> None:
-        f.add(cat.STEPS_TOTAL, record.step)
-        f.add(cat.LAST_STEP_TIMESTAMP_SECONDS, record.time)
-        f.add(cat.TELEMETRY_DROPPED_TOTAL, record.dropped_total)
-        if record.loss is not None:
-            f.add(cat.LOSS, record.loss)
-        for group, lr in enumerate(record.lrs or (record.lr,)):
+    def _render_step(
+        self, f: _Families, run: RunInfo, latest: StepRecord, full: StepRecord | None
+    ) -> None:
+        f.add(cat.STEPS_TOTAL, latest.step)
+        f.add(cat.LAST_STEP_TIMESTAMP_SECONDS, latest.time)
+        f.add(cat.TELEMETRY_DROPPED_TOTAL, latest.dropped_total)
+        if latest.loss is not None:
+            f.add(cat.LOSS, latest.loss)
+        for group, lr in enumerate(latest.lrs or (latest.lr,)):
             f.add(cat.LEARNING_RATE, lr, group=str(group))
-        f.add(cat.GRAD_NORM, record.grad_norm)
+        f.add(cat.GRAD_NORM, latest.grad_norm)
+        if full is None:
+            return
+        record = full
         f.add(cat.PARAM_NORM, record.param_norm)
         f.add(cat.UPDATE_NORM, record.update_norm)
         f.add(cat.UPDATE_RATIO, record.update_ratio)
