@@ -9,7 +9,6 @@ SQLite there is one server process per file, which is always the leader.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from rmswatch.alerting.outbox import DeliveryReport, deliver_due
 from rmswatch.alerting.receivers import Transport, requests_transport
 from rmswatch.alerting.routing import dispatch
 from rmswatch.alerting.signals import Signal
-from rmswatch.config import Config, load_config
+from rmswatch.config import Config
 from rmswatch.store.retention import RetentionReport, apply_retention
 
 log = logging.getLogger(__name__)
@@ -38,15 +37,6 @@ Clock = Callable[[], datetime]
 LEADER_LOCK_KEY = 0x2B1E_5A0C_7D43_9F61
 # Retention deletes in bulk; hourly keeps each pass small without mattering for freshness.
 RETENTION_INTERVAL_SECONDS = 3600.0
-
-
-def open_store(db_url: str) -> Engine:
-    """Engine on a store upgraded to the newest schema (Alembic, including revision 0002)."""
-    from rmswatch.store.engine import make_engine, upgrade
-
-    engine = make_engine(db_url)
-    upgrade(engine)
-    return engine
 
 
 def _default_evaluate(engine: Engine, config: Config, now: datetime) -> list[Signal]:
@@ -313,28 +303,3 @@ def start_scheduler(
         ).start()
         scheduler.start()
     return handle
-
-
-def evaluate_command(db_url: str, config_path: str | None) -> int:
-    """`rmswatch evaluate`: one tick and one delivery pass, then exit."""
-    config = load_config(config_path)
-    engine = open_store(db_url)
-    handle = start_scheduler(engine, config, start=False, environ=os.environ)
-    try:
-        result = handle.tick()
-        if result is None:
-            if handle.last_error:
-                print(f"rmswatch evaluate: {handle.last_error}")
-                return 1
-            print("rmswatch evaluate: another server holds the alerting lock; nothing done")
-            return 0
-        waiting = handle.deliver()
-        print(
-            f"{result.signals} signals, {len(result.transitions)} state changes, "
-            f"{result.notifications} notifications written, {handle.deliveries} delivered"
-            + (f", {waiting.waiting} waiting" if waiting else "")
-        )
-        return 0
-    finally:
-        handle.shutdown()
-        engine.dispose()
