@@ -73,6 +73,7 @@ class _Pending:
     max_norm: float | None = None
     scale: float | torch.Tensor | None = None
     skipped: bool = False
+    lrs: tuple[float, ...] = ()  # skipped steps: the lrs at the skip (a scheduler moves them next)
     events: list[Any] = field(default_factory=list)
 
     def ready(self) -> bool:
@@ -650,6 +651,8 @@ class Monitor:
         buffer = _skipped_values([s.param for s in self._engine.slots], self._unscaled_nonfinite)
         self._unscaled_nonfinite = None
         pending = _Pending(self._step, self._clock(), step_seconds, packed=None, skipped=True)  # type: ignore[arg-type]
+        # the scaler has just read found_inf on the host, so a tensor lr costs no extra stall
+        pending.lrs = tuple(float(_plain(g["lr"])) for g in self._optimizer.param_groups)
         if self._cuda:
             host = torch.empty(buffer.shape, dtype=torch.float64, pin_memory=True)
             host.copy_(buffer, non_blocking=True)
@@ -789,7 +792,7 @@ class Monitor:
             layers = {
                 n: replace(s, grad_norm_before_clip=s.grad_norm / coef) for n, s in layers.items()
             }
-        lrs = [float(_plain(g["lr"])) for g in self._optimizer.param_groups]
+        lrs = list(pending.lrs)
         return StepRecord(
             step=pending.step,
             time=pending.time,

@@ -121,7 +121,9 @@ INJECT = {
 
 def _amp_loop(
     monitored: bool, steps: int = 16
-) -> tuple[torch.nn.Module, list[float], list[float], Monitor | None]:
+) -> tuple[
+    torch.nn.Module, list[float], list[float], list[tuple[float, ...]], Monitor | None
+]:
     """A CPU GradScaler loop (bf16 autocast) with inf/NaN injected into the scaled gradients
     at loop steps 5 and 12; returns the model, the loss and the scale of every loop step."""
     model = tiny_model()
@@ -130,12 +132,15 @@ def _amp_loop(
     monitor = Monitor(opt, model=model, scaler=scaler, exact_every=1) if monitored else None
     losses: list[float] = []
     scales: list[float] = []
+    lrs: list[tuple[float, ...]] = []
     params = dict(model.named_parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0 / (1 + i))
     for step, x in enumerate(batches(steps), start=1):
         opt.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = model(x).float().pow(2).mean() + step  # each step's loss is told apart
         scales.append(scaler.get_scale())
+        lrs.append(tuple(g["lr"] for g in opt.param_groups))
         scaler.scale(loss).backward()
         if step in INJECT:
             name, where, value = INJECT[step]
@@ -149,16 +154,17 @@ def _amp_loop(
             monitor.record_grad_norm(total, max_norm=10.0)
         scaler.step(opt)
         scaler.update()
+        scheduler.step()
         losses.append(float(loss.detach()))
         if monitor is not None:
             monitor.record_loss(loss)
     if monitor is not None:
         monitor.close()
-    return model, losses, scales, monitor
+    return model, losses, scales, lrs, monitor
 
 
 def test_grad_scaler_skipped_steps_are_recorded_at_their_own_step_with_losses_aligned() -> None:
-    _, losses, scales, monitor = _amp_loop(monitored=True)
+    _, losses, scales, lrs, monitor = _amp_loop(monitored=True)
     assert monitor is not None
     records = monitor.records
     assert [r.step for r in records] == list(range(1, 17))
@@ -175,13 +181,15 @@ def test_grad_scaler_skipped_steps_are_recorded_at_their_own_step_with_losses_al
         assert sum(s.nonfinite_grad for s in rec.layers.values()) == len(where)
         assert rec.nonfinite["grad"] == len(where)
         assert rec.update_norm == 0.0 and rec.full
+    # a skipped step's lr is the one it would have used, not the scheduler's next one
+    assert [r.lrs for r in records] == lrs
     taken = [r for r in records if not r.skipped]
     assert all(r.nonfinite["grad"] == 0 and r.update_norm > 0 for r in taken)
 
 
 def test_grad_scaler_run_is_bit_identical_with_and_without_the_monitor() -> None:
-    with_monitor, _, _, _ = _amp_loop(monitored=True)
-    without, _, _, _ = _amp_loop(monitored=False)
+    with_monitor, *_ = _amp_loop(monitored=True)
+    without, *_ = _amp_loop(monitored=False)
     for (name, a), b in zip(with_monitor.named_parameters(), without.parameters(), strict=True):
         assert torch.equal(_bits(a), _bits(b)), name
 
