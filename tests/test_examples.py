@@ -11,6 +11,9 @@ import pytest
 
 from tests.helpers import REPO_ROOT, free_port, subprocess_env
 
+# each test runs an example training in a fresh interpreter: tens of seconds
+pytestmark = pytest.mark.slow
+
 EXAMPLES = REPO_ROOT / "examples"
 
 
@@ -71,7 +74,6 @@ def test_the_realistic_loop_example_records_skips_clipping_and_a_resume(tmp_path
     assert [n for (n,) in names] == ["2.bias", "2.weight", "6.bias", "6.weight"]
 
 
-@pytest.mark.slow
 def test_the_torchrun_example_writes_one_run_from_rank_zero(tmp_path: Path) -> None:
     db = tmp_path / "rmswatch.db"
     out = _run(
