@@ -10,6 +10,7 @@ this is for do. Variants, interleaved in rotating blocks, all alive at once:
     hook-tel10      the same hook, working only before telemetry steps at every=10
     monitor10       + rmswatch Monitor(every=10)
     monitor10+rec   + Monitor(every=10) and `monitor.record_grad_norm(total)` (the explicit line)
+    monitor10+hooks + Monitor(every=10, grad_hooks=True): the automatic path rmswatch ships
 
     python benchmarks/bench_preclip.py --blocks 15 --steps 10
 
@@ -32,7 +33,7 @@ import torch
 from rmswatch.trainer_hooks.monitor import Monitor
 from rmswatch.trainer_hooks.records import RunInfo, RunStatus, Telemetry
 
-VARIANTS = ("clip", "hook-every", "hook-tel10", "monitor10", "monitor10+rec")
+VARIANTS = ("clip", "hook-every", "hook-tel10", "monitor10", "monitor10+rec", "monitor10+hooks")
 
 
 class NullSink:
@@ -59,7 +60,7 @@ def variant(name: str, width: int, depth: int, batch: int) -> Iterator[Callable[
     y = torch.randint(0, 10, (batch,), generator=gen)
     loss_fn = torch.nn.CrossEntropyLoss()
     monitor = (
-        Monitor(opt, model=model, every=10, sinks=[NullSink()])
+        Monitor(opt, model=model, every=10, sinks=[NullSink()], grad_hooks=name.endswith("+hooks"))
         if name.startswith("monitor")
         else None
     )
