@@ -83,6 +83,8 @@ class _Pending:
     max_norm: float | None = None
     scale: float | torch.Tensor | None = None
     skipped: bool = False
+    layer_preclip: list[float] | torch.Tensor | None = None  # grad_hooks: [total, per layer]
+    lrs: tuple[float, ...] = ()  # skipped steps: the lrs at the skip (a scheduler moves them next)
     events: list[Any] = field(default_factory=list)
 
     def ready(self) -> bool:
@@ -120,7 +122,9 @@ class Monitor:
     `scaler` (a `torch.amp.GradScaler`: steps it skips are recorded with `skipped=True` at their
     own step number, and every record carries the loss scale), `start_step` (the number of
     optimizer steps already taken by the run this one resumes: the first step here is
-    `start_step + 1`).
+    `start_step + 1`), `grad_hooks` (True: pre-clip gradient norms with no user line, from a
+    post-accumulate-grad hook on each parameter that works only before telemetry steps; an
+    explicit `record_grad_norm` wins; see docs/hooks.md "Your loop").
     """
 
     def __init__(
@@ -153,6 +157,7 @@ class Monitor:
         kernel: str = "eager",
         scaler: Any = None,
         start_step: int | None = None,
+        grad_hooks: bool = False,
     ) -> None:
         self._adapter = adapter_for(optimizer)
         if start_step is not None:
@@ -244,6 +249,15 @@ class Monitor:
         ]
         if scaler is not None:
             self._wrap_scaler(scaler)
+        self._hook_norms: dict[int, torch.Tensor] = {}
+        if grad_hooks:
+            for index, slot in enumerate(self._engine.slots):
+                if slot.param.requires_grad:
+                    self._handles.append(
+                        slot.param.register_post_accumulate_grad_hook(  # type: ignore[no-untyped-call]
+                            self._grad_hook(index)
+                        )
+                    )
 
     # -- properties ----------------------------------------------------------------------------
 
@@ -679,20 +693,61 @@ class Monitor:
     def _defer(self, pending: _Pending, value: float | torch.Tensor) -> float | torch.Tensor:
         """A 0-d value to read when the record completes; CUDA: a pinned non-blocking copy."""
         if isinstance(value, torch.Tensor) and value.device.type == "cuda":
-            host = torch.empty((), dtype=value.dtype, pin_memory=True)
-            host.copy_(value.reshape(()), non_blocking=True)
+            host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            host.copy_(value, non_blocking=True)
             event = torch.cuda.Event()  # type: ignore[no-untyped-call]
             event.record()
             pending.events.append(event)
             return host
         return value
 
+    def _grad_hook(self, index: int) -> Callable[[torch.Tensor], None]:
+        """After backward accumulated into `.grad`: its norm, before telemetry steps only.
+
+        With accumulation the last micro-batch's call sees the whole gradient and wins.
+        """
+
+        def hook(param: torch.Tensor) -> None:
+            grad = param.grad
+            if self._step % self._every or grad is None or grad.is_sparse:
+                return
+            dtype = torch.float64 if grad.dtype == torch.float64 else torch.float32
+            self._hook_norms[index] = torch.linalg.vector_norm(grad, dtype=dtype)
+
+        return hook
+
+    def _hooked_preclip(self) -> torch.Tensor | None:
+        """[total, layer 0, layer 1, ...] pre-clip norms from the grad hooks (on the device),
+        unscaled by the GradScaler's scale when one is attached; NaN for a layer without one."""
+        norms, self._hook_norms = self._hook_norms, {}
+        if not norms:
+            return None
+        device = next(iter(norms.values())).device
+        missing = torch.tensor(math.nan, dtype=torch.float64, device=device)
+        layers = torch.stack(
+            [
+                norms[i].to(torch.float64) if i in norms else missing
+                for i in range(len(self._engine.slots))
+            ]
+        )
+        scaler = self._scaler
+        scale = getattr(scaler, "_scale", None) if scaler is not None else None
+        if scaler is not None and scaler.is_enabled() and isinstance(scale, torch.Tensor):
+            layers = layers / scale.to(device=device, dtype=torch.float64)
+        total = torch.linalg.vector_norm(layers.nan_to_num(nan=0.0, posinf=math.inf))
+        return torch.cat([total.reshape(1), layers])
+
     def _attach_loop_facts(
         self, pending: _Pending, preclip: tuple[float | torch.Tensor, float | None] | None
     ) -> None:
+        hooked = self._hooked_preclip()
         if preclip is not None:
             pending.preclip = self._defer(pending, preclip[0])
             pending.max_norm = preclip[1]
+        elif hooked is not None:
+            deferred = self._defer(pending, hooked)
+            assert isinstance(deferred, torch.Tensor)
+            pending.layer_preclip = deferred
         scaler = self._scaler
         if scaler is not None and scaler.is_enabled():
             # the scale the step's backward used: update() changes it in place only afterwards
@@ -781,6 +836,8 @@ class Monitor:
         buffer = _skipped_values([s.param for s in self._engine.slots], self._unscaled_nonfinite)
         self._unscaled_nonfinite = None
         pending = _Pending(self._step, self._clock(), step_seconds, packed=None, skipped=True)  # type: ignore[arg-type]
+        # the scaler has just read found_inf on the host, so a tensor lr costs no extra stall
+        pending.lrs = tuple(float(_plain(g["lr"])) for g in self._optimizer.param_groups)
         if self._cuda:
             host = torch.empty(buffer.shape, dtype=torch.float64, pin_memory=True)
             host.copy_(buffer, non_blocking=True)
@@ -796,6 +853,10 @@ class Monitor:
         self, pending: _Pending, post: float
     ) -> tuple[float | None, bool, float | None]:
         """(pre-clip norm, clipped, clip coefficient) of one record."""
+        if pending.preclip is None and pending.layer_preclip is not None:
+            hooked = _floats(pending.layer_preclip)
+            pending.layer_preclip = hooked
+            pending.preclip = hooked[0]
         if pending.preclip is None:
             return None, False, None
         pre = float(pending.preclip)
@@ -843,6 +904,12 @@ class Monitor:
                     ),
                 )
                 for name, stats in layers.items()
+            }
+        if isinstance(pending.layer_preclip, list):  # measured per layer by the grad hooks
+            measured = pending.layer_preclip[1:]
+            layers = {
+                name: replace(stats, grad_norm_before_clip=None if math.isnan(norm) else norm)
+                for (name, stats), norm in zip(layers.items(), measured, strict=True)
             }
         grad_sq = sum(s.grad_norm**2 for s in layers.values())
         param_sq = sum(s.param_norm**2 for s in layers.values())
@@ -922,7 +989,7 @@ class Monitor:
             layers = {
                 n: replace(s, grad_norm_before_clip=s.grad_norm / coef) for n, s in layers.items()
             }
-        lrs = [float(_plain(g["lr"])) for g in self._optimizer.param_groups]
+        lrs = list(pending.lrs)
         return StepRecord(
             step=pending.step,
             time=pending.time,
@@ -1037,6 +1104,10 @@ class Monitor:
             every=self._every or 1,  # budget mode records every step
             resumed_from_step=start_step,
         )
+
+
+def _floats(value: list[float] | torch.Tensor) -> list[float]:
+    return value if isinstance(value, list) else [float(v) for v in value.tolist()]
 
 
 def _plain(value: Any) -> Any:
