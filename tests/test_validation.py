@@ -202,3 +202,18 @@ def test_a_validation_error_is_one_line_per_problem_naming_the_key() -> None:
         "1h30m, 500ms) (got: 'soon')",
         "typo: unknown key (got: 1)",
     ]
+
+
+@pytest.mark.parametrize("url", ["http://host:99999", "http://", "http://a b/"])
+def test_the_http_shipper_refuses_urls_the_server_config_refuses(url: str) -> None:
+    from rmswatch.collectors.http_shipper import HttpShipper
+
+    with pytest.raises(ArgumentError, match="expected the rmswatch server's http"):
+        HttpShipper(url, token="t")
+
+
+def test_the_http_shipper_accepts_an_ipv6_server_url() -> None:
+    from rmswatch.collectors.http_shipper import HttpShipper
+
+    shipper = HttpShipper("http://[::1]:8050", token="t")
+    assert shipper.url == "http://[::1]:8050/api/v1/ingest"
