@@ -33,8 +33,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The inner loop: no external program (PostgreSQL, Prometheus, Alertmanager, Chromium) and
+# nothing slow (subprocess trainings, crash and multi-writer tests); `make test` runs them all.
 unit: $(STAMP)
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -m "not integration and not slow"
 
 test: $(STAMP) system-deps lint typecheck
 	$(PY) -m pytest

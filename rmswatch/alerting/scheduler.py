@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from rmswatch.alerting.delivery import DeliveryWorker
 from rmswatch.alerting.lifecycle import Transition, apply_signals, utc, utcnow
 from rmswatch.alerting.outbox import DeliveryReport, deliver_due
 from rmswatch.alerting.receivers import Transport, requests_transport
@@ -165,6 +166,8 @@ class SchedulerHandle:
     environ: Mapping[str, str] | None
     lock: LeaderLock
     scheduler: Any = None
+    # per-receiver delivery threads while the scheduler runs (None: tick() sends inline)
+    worker: DeliveryWorker | None = None
     ticks: int = 0
     deliveries: int = 0
     last_error: str = ""
@@ -185,7 +188,10 @@ class SchedulerHandle:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("alert evaluation tick failed")
             return None
-        self.deliver()
+        if self.worker is not None:
+            self.worker.wake()  # sending is the workers' job: a slow receiver can't hold the tick
+        else:
+            self.deliver()
         return result
 
     def deliver(self) -> DeliveryReport | None:
@@ -220,9 +226,21 @@ class SchedulerHandle:
             log.exception("retention pass failed")
             return None
 
+    def poll(self) -> None:
+        """The poller job: wakes the delivery threads (or sends now without them)."""
+        if self.worker is not None:
+            self.worker.wake()
+        else:
+            self.deliver()
+
     def shutdown(self, wait: bool = True) -> None:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=wait)
+        if self.worker is not None:
+            # before the lock goes: a request in flight must not overlap the next leader's
+            self.worker.stop(timeout=None if wait else 0)
+            self.deliveries += self.worker.delivered
+            self.worker = None
         self.lock.release()
 
 
@@ -259,7 +277,7 @@ def start_scheduler(
         **common,
     )
     scheduler.add_job(
-        handle.deliver,
+        handle.poll,
         "interval",
         seconds=config.outbox.poll_seconds,
         id="rmswatch-deliver",
@@ -274,5 +292,14 @@ def start_scheduler(
     )
     handle.scheduler = scheduler
     if start:
+        handle.worker = DeliveryWorker(
+            engine,
+            config.receivers,
+            config.outbox,
+            clock=clock,
+            transport=transport,
+            environ=environ,
+            is_leader=lambda: handle.lock.held,
+        ).start()
         scheduler.start()
     return handle

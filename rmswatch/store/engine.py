@@ -110,6 +110,11 @@ def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.execute("PRAGMA synchronous = NORMAL")
+            # No memory-mapped reads of the database file, whatever the build's default: a
+            # mapped page whose file goes bad (truncated, read-only mount, I/O error) kills the
+            # process with SIGBUS instead of raising, and that process may be the trainer. The
+            # WAL index (-shm) stays mapped, as WAL needs; see docs/operations.md.
+            cursor.execute("PRAGMA mmap_size = 0")
             try:
                 cursor.execute("PRAGMA journal_mode = WAL")
             except Exception:  # noqa: BLE001 - a read-only file can still be read
