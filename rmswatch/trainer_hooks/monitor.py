@@ -24,6 +24,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from rmswatch._limits import check_labels
+from rmswatch._validation import ArgumentError
 from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.dispatch import Dispatcher, Sampler
 from rmswatch.trainer_hooks.packing import Packed, Packer, Slot, decode
@@ -163,7 +164,7 @@ class Monitor:
         if start_step is not None:
             _check_int("start_step", start_step, 0)
         if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
-            raise ValueError(
+            raise ArgumentError(
                 f"scaler={type(scaler).__name__}: expected a torch.amp.GradScaler "
                 "(torch.amp.GradScaler('cuda') or ('cpu')) or None"
             )
@@ -480,7 +481,7 @@ class Monitor:
         value: float | torch.Tensor
         if isinstance(loss, torch.Tensor):
             if loss.numel() != 1:
-                raise ValueError(
+                raise ArgumentError(
                     f"record_loss: loss must be a scalar (one element), got shape "
                     f"{tuple(loss.shape)}"
                 )
@@ -488,7 +489,7 @@ class Monitor:
         elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
             value = float(loss)
         else:
-            raise ValueError(
+            raise ArgumentError(
                 f"record_loss: loss must be a float or a one-element tensor, got "
                 f"{type(loss).__name__}"
             )
@@ -543,7 +544,7 @@ class Monitor:
         value: float | torch.Tensor
         if isinstance(total_norm, torch.Tensor):
             if total_norm.numel() != 1:
-                raise ValueError(
+                raise ArgumentError(
                     "record_grad_norm: total_norm must be a scalar (what clip_grad_norm_ "
                     f"returns), got shape {tuple(total_norm.shape)}"
                 )
@@ -551,14 +552,14 @@ class Monitor:
         elif isinstance(total_norm, (int, float)) and not isinstance(total_norm, bool):
             value = float(total_norm)
         else:
-            raise ValueError(
+            raise ArgumentError(
                 "record_grad_norm: total_norm must be a float or a one-element tensor, got "
                 f"{type(total_norm).__name__}"
             )
         if max_norm is not None and (
             isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0
         ):
-            raise ValueError(f"record_grad_norm: max_norm={max_norm!r}: expected a number > 0")
+            raise ArgumentError(f"record_grad_norm: max_norm={max_norm!r}: expected a number > 0")
         facts = (value, None if max_norm is None else float(max_norm))
         if step is None:
             self._preclip = facts
@@ -577,7 +578,7 @@ class Monitor:
             return
         number = float(value.detach().reshape(())) if isinstance(value, torch.Tensor) else value
         if not isinstance(number, (int, float)) or isinstance(number, bool):
-            raise ValueError(f"record_validation: value must be a number, got {value!r}")
+            raise ArgumentError(f"record_validation: value must be a number, got {value!r}")
         at = self._step if step is None else _check_int("step", step, 0)
         record = self._screened(
             "record_validation", ValidationRecord(at, self._clock(), float(number), name)
@@ -606,7 +607,7 @@ class Monitor:
         if self._warn_closed("record_checkpoint"):
             return
         if action not in ("save", "load"):
-            raise ValueError(f"record_checkpoint: action={action!r}; expected 'save' or 'load'")
+            raise ArgumentError(f"record_checkpoint: action={action!r}; expected 'save' or 'load'")
         at = self._step if step is None else _check_int("step", step, 0)
         record = self._screened(
             "record_checkpoint",
@@ -632,7 +633,9 @@ class Monitor:
     ) -> None:
         """Remove the hooks, deliver everything, and close every sink with `status`."""
         if status not in RUN_STATUSES:
-            raise ValueError(f"close: status={status!r}; expected one of {', '.join(RUN_STATUSES)}")
+            raise ArgumentError(
+                f"close: status={status!r}; expected one of {', '.join(RUN_STATUSES)}"
+            )
         if self._warn_closed("close"):
             return
         for handle in self._handles:
@@ -1118,7 +1121,7 @@ def _plain(value: Any) -> Any:
 
 def _check_int(name: str, value: object, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {low}")
+        raise ArgumentError(f"{name}={value!r}: expected an integer >= {low}")
     return value
 
 
