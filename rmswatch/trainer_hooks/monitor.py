@@ -712,7 +712,7 @@ class Monitor:
 
         def hook(param: torch.Tensor) -> None:
             grad = param.grad
-            if self._step % self._every or grad is None or grad.is_sparse:
+            if not self.next_step_is_telemetry or grad is None or grad.is_sparse:
                 return
             dtype = torch.float64 if grad.dtype == torch.float64 else torch.float32
             self._hook_norms[index] = torch.linalg.vector_norm(grad, dtype=dtype)
