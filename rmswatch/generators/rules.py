@@ -341,7 +341,12 @@ def _values(values: list[float]) -> str:
 def _health_inputs(
     config: Config,
 ) -> dict[str, tuple[list[dict[str, str]], list[dict[str, str]], int]]:
-    """rule -> (firing input series, quiet input series, eval minute before `for`)."""
+    """rule -> (firing input series, quiet input series, eval minute before `for`).
+
+    Counters start absent (before the exporter's first scrape), then appear at 0 and rise, as
+    the exporter's counters do: every labelled child exists at 0 from the start, so
+    `increase()` sees the first failure.
+    """
     h = config.health
     s = _labels()
     kind = h.nonfinite.kinds[0]
@@ -351,8 +356,8 @@ def _health_inputs(
     factor = h.divergence.factor
     return {
         "nonfinite": (
-            [{"series": m.NONFINITE_TOTAL + _labels(kind=kind), "values": "0 0 0 0 0 3+3x20"}],
-            [{"series": m.NONFINITE_TOTAL + _labels(kind=kind), "values": "0x25"}],
+            [{"series": m.NONFINITE_TOTAL + _labels(kind=kind), "values": "_x2 0 0 0 3+3x20"}],
+            [{"series": m.NONFINITE_TOTAL + _labels(kind=kind), "values": "_x2 0x23"}],
             10,
         ),
         "divergence": (
@@ -383,8 +388,8 @@ def _health_inputs(
             45,
         ),
         "checkpoint_failures": (
-            [{"series": m.CHECKPOINTS_TOTAL + ckpt_labels, "values": "0 0 0 1x30"}],
-            [{"series": m.CHECKPOINTS_TOTAL + ckpt_labels, "values": "0x30"}],
+            [{"series": m.CHECKPOINTS_TOTAL + ckpt_labels, "values": "_x2 0 1x30"}],
+            [{"series": m.CHECKPOINTS_TOTAL + ckpt_labels, "values": "_x2 0x28"}],
             10,
         ),
     }  # fmt: skip
