@@ -35,3 +35,21 @@ RULE_DESCRIPTIONS = {
         "collapsed: fp16 is overflowing and the run is not learning."
     ),
 }
+
+# SLO alerts: the summary and description annotations, filled in per series
+SLO_BURN_PAIR = "{long}x ({long_window}) / {short}x ({short_window}) vs {factor:g}"
+SLO_SUMMARY = "SLO {slo} ({objective:g}%) for {job}: burn {burns}; {budget}"
+SLO_DESCRIPTION = (
+    "{description} Error budget burns faster than the {severity} threshold in both windows of "
+    "a pair (at least {min_events} events in the long window). Events in period: {events:.0f}, "
+    "bad: {bad:.0f}."
+)
+BUDGET_SPENT = "the {period} error budget is spent ({budgets:.3g}x the budget)"
+BUDGET_LEFT = "{remaining:.0%} of the {period} budget left"
+SLO_STEPS_SUMMARY = (
+    "SLO {slo} ({objective:g}%) for {job} run {run_id}: burn {long}x over its last "
+    "{long_steps} steps and {short}x over the last {short_steps} (threshold {factor:g}x)"
+)
+SLO_STEPS_DESCRIPTION = "{description} Judged over steps rather than wall-clock time."
+RUN_ENDED_SUMMARY = "{job} run {run_id} ended ({status})"
+HEALTH_SUMMARY = "{job} run {run_id}: {summary}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +20,9 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from rmswatch._validation import ArgumentError
 from rmswatch.collectors.store_writer import Quarantined, write_isolating
 from rmswatch.collectors.wire import Batch, WireError, decode_batch
-from rmswatch.config import IngestConfig
 from rmswatch.store.engine import write_transaction
 from rmswatch.store.writes import WriteCounts, close_run, upsert_run, write_sli_samples
 from rmswatch.trainer_hooks.screen import describe
@@ -79,7 +78,7 @@ def create_blueprint(
     rejected or quarantined (the server shows it on `/healthz`).
     """
     if max_batch_bytes <= 0:
-        raise ValueError(f"max_batch_bytes={max_batch_bytes!r}: must be > 0")
+        raise ArgumentError(f"max_batch_bytes={max_batch_bytes!r}: must be > 0")
     blueprint = Blueprint("rmswatch_ingest", __name__)
     expected = f"Bearer {token}".encode() if token else None
     counters = health if health is not None else IngestHealth()
@@ -174,15 +173,6 @@ def _write(engine: Engine, batch: Batch, rejected: list[dict[str, Any]]) -> Writ
         with write_transaction(engine) as conn:
             counts.sli_samples = write_sli_samples(conn, batch.sli_samples)
     return counts
-
-
-def create_blueprint_from_config(engine: Engine, config: IngestConfig) -> Blueprint:
-    """The blueprint with the token read from `$<config.token_env>`."""
-    return create_blueprint(
-        engine,
-        token=os.environ.get(config.token_env) or None,
-        max_batch_bytes=config.max_batch_bytes,
-    )
 
 
 def _unauthorized(detail: str) -> Response:

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from rmswatch._validation import ArgumentError
 from rmswatch.trainer_hooks.records import RunInfo, RunStatus, Telemetry
 from rmswatch.trainer_hooks.sinks import Sink
 
@@ -50,9 +51,9 @@ class Dispatcher:
         wake_batch: int = 256,
     ) -> None:
         if queue_size < 1:
-            raise ValueError(f"queue_size={queue_size!r}: expected an int >= 1")
+            raise ArgumentError(f"queue_size={queue_size!r}: expected an int >= 1")
         if sample_interval <= 0:
-            raise ValueError(f"sample_interval={sample_interval!r}: expected seconds > 0")
+            raise ArgumentError(f"sample_interval={sample_interval!r}: expected seconds > 0")
         self.run = run
         self.sinks = list(sinks)
         self.samplers = list(samplers)

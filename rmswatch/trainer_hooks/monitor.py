@@ -24,6 +24,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from rmswatch._limits import check_labels
+from rmswatch._validation import ArgumentError
 from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.dispatch import Dispatcher, Sampler
 from rmswatch.trainer_hooks.packing import Packed, Packer, Slot, decode
@@ -83,6 +84,8 @@ class _Pending:
     max_norm: float | None = None
     scale: float | torch.Tensor | None = None
     skipped: bool = False
+    layer_preclip: list[float] | torch.Tensor | None = None  # grad_hooks: [total, per layer]
+    lrs: tuple[float, ...] = ()  # skipped steps: the lrs at the skip (a scheduler moves them next)
     events: list[Any] = field(default_factory=list)
 
     def ready(self) -> bool:
@@ -120,7 +123,9 @@ class Monitor:
     `scaler` (a `torch.amp.GradScaler`: steps it skips are recorded with `skipped=True` at their
     own step number, and every record carries the loss scale), `start_step` (the number of
     optimizer steps already taken by the run this one resumes: the first step here is
-    `start_step + 1`).
+    `start_step + 1`), `grad_hooks` (True: pre-clip gradient norms with no user line, from a
+    post-accumulate-grad hook on each parameter that works only before telemetry steps; an
+    explicit `record_grad_norm` wins; see docs/hooks.md "Your loop").
     """
 
     def __init__(
@@ -153,12 +158,13 @@ class Monitor:
         kernel: str = "eager",
         scaler: Any = None,
         start_step: int | None = None,
+        grad_hooks: bool = False,
     ) -> None:
         self._adapter = adapter_for(optimizer)
         if start_step is not None:
             _check_int("start_step", start_step, 0)
         if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
-            raise ValueError(
+            raise ArgumentError(
                 f"scaler={type(scaler).__name__}: expected a torch.amp.GradScaler "
                 "(torch.amp.GradScaler('cuda') or ('cpu')) or None"
             )
@@ -244,6 +250,15 @@ class Monitor:
         ]
         if scaler is not None:
             self._wrap_scaler(scaler)
+        self._hook_norms: dict[int, torch.Tensor] = {}
+        if grad_hooks:
+            for index, slot in enumerate(self._engine.slots):
+                if slot.param.requires_grad:
+                    self._handles.append(
+                        slot.param.register_post_accumulate_grad_hook(  # type: ignore[no-untyped-call]
+                            self._grad_hook(index)
+                        )
+                    )
 
     # -- properties ----------------------------------------------------------------------------
 
@@ -466,7 +481,7 @@ class Monitor:
         value: float | torch.Tensor
         if isinstance(loss, torch.Tensor):
             if loss.numel() != 1:
-                raise ValueError(
+                raise ArgumentError(
                     f"record_loss: loss must be a scalar (one element), got shape "
                     f"{tuple(loss.shape)}"
                 )
@@ -474,7 +489,7 @@ class Monitor:
         elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
             value = float(loss)
         else:
-            raise ValueError(
+            raise ArgumentError(
                 f"record_loss: loss must be a float or a one-element tensor, got "
                 f"{type(loss).__name__}"
             )
@@ -529,7 +544,7 @@ class Monitor:
         value: float | torch.Tensor
         if isinstance(total_norm, torch.Tensor):
             if total_norm.numel() != 1:
-                raise ValueError(
+                raise ArgumentError(
                     "record_grad_norm: total_norm must be a scalar (what clip_grad_norm_ "
                     f"returns), got shape {tuple(total_norm.shape)}"
                 )
@@ -537,14 +552,14 @@ class Monitor:
         elif isinstance(total_norm, (int, float)) and not isinstance(total_norm, bool):
             value = float(total_norm)
         else:
-            raise ValueError(
+            raise ArgumentError(
                 "record_grad_norm: total_norm must be a float or a one-element tensor, got "
                 f"{type(total_norm).__name__}"
             )
         if max_norm is not None and (
             isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0
         ):
-            raise ValueError(f"record_grad_norm: max_norm={max_norm!r}: expected a number > 0")
+            raise ArgumentError(f"record_grad_norm: max_norm={max_norm!r}: expected a number > 0")
         facts = (value, None if max_norm is None else float(max_norm))
         if step is None:
             self._preclip = facts
@@ -563,7 +578,7 @@ class Monitor:
             return
         number = float(value.detach().reshape(())) if isinstance(value, torch.Tensor) else value
         if not isinstance(number, (int, float)) or isinstance(number, bool):
-            raise ValueError(f"record_validation: value must be a number, got {value!r}")
+            raise ArgumentError(f"record_validation: value must be a number, got {value!r}")
         at = self._step if step is None else _check_int("step", step, 0)
         record = self._screened(
             "record_validation", ValidationRecord(at, self._clock(), float(number), name)
@@ -592,7 +607,7 @@ class Monitor:
         if self._warn_closed("record_checkpoint"):
             return
         if action not in ("save", "load"):
-            raise ValueError(f"record_checkpoint: action={action!r}; expected 'save' or 'load'")
+            raise ArgumentError(f"record_checkpoint: action={action!r}; expected 'save' or 'load'")
         at = self._step if step is None else _check_int("step", step, 0)
         record = self._screened(
             "record_checkpoint",
@@ -618,7 +633,9 @@ class Monitor:
     ) -> None:
         """Remove the hooks, deliver everything, and close every sink with `status`."""
         if status not in RUN_STATUSES:
-            raise ValueError(f"close: status={status!r}; expected one of {', '.join(RUN_STATUSES)}")
+            raise ArgumentError(
+                f"close: status={status!r}; expected one of {', '.join(RUN_STATUSES)}"
+            )
         if self._warn_closed("close"):
             return
         for handle in self._handles:
@@ -679,20 +696,61 @@ class Monitor:
     def _defer(self, pending: _Pending, value: float | torch.Tensor) -> float | torch.Tensor:
         """A 0-d value to read when the record completes; CUDA: a pinned non-blocking copy."""
         if isinstance(value, torch.Tensor) and value.device.type == "cuda":
-            host = torch.empty((), dtype=value.dtype, pin_memory=True)
-            host.copy_(value.reshape(()), non_blocking=True)
+            host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            host.copy_(value, non_blocking=True)
             event = torch.cuda.Event()  # type: ignore[no-untyped-call]
             event.record()
             pending.events.append(event)
             return host
         return value
 
+    def _grad_hook(self, index: int) -> Callable[[torch.Tensor], None]:
+        """After backward accumulated into `.grad`: its norm, before telemetry steps only.
+
+        With accumulation the last micro-batch's call sees the whole gradient and wins.
+        """
+
+        def hook(param: torch.Tensor) -> None:
+            grad = param.grad
+            if not self.next_step_is_telemetry or grad is None or grad.is_sparse:
+                return
+            dtype = torch.float64 if grad.dtype == torch.float64 else torch.float32
+            self._hook_norms[index] = torch.linalg.vector_norm(grad, dtype=dtype)
+
+        return hook
+
+    def _hooked_preclip(self) -> torch.Tensor | None:
+        """[total, layer 0, layer 1, ...] pre-clip norms from the grad hooks (on the device),
+        unscaled by the GradScaler's scale when one is attached; NaN for a layer without one."""
+        norms, self._hook_norms = self._hook_norms, {}
+        if not norms:
+            return None
+        device = next(iter(norms.values())).device
+        missing = torch.tensor(math.nan, dtype=torch.float64, device=device)
+        layers = torch.stack(
+            [
+                norms[i].to(torch.float64) if i in norms else missing
+                for i in range(len(self._engine.slots))
+            ]
+        )
+        scaler = self._scaler
+        scale = getattr(scaler, "_scale", None) if scaler is not None else None
+        if scaler is not None and scaler.is_enabled() and isinstance(scale, torch.Tensor):
+            layers = layers / scale.to(device=device, dtype=torch.float64)
+        total = torch.linalg.vector_norm(layers.nan_to_num(nan=0.0, posinf=math.inf))
+        return torch.cat([total.reshape(1), layers])
+
     def _attach_loop_facts(
         self, pending: _Pending, preclip: tuple[float | torch.Tensor, float | None] | None
     ) -> None:
+        hooked = self._hooked_preclip()
         if preclip is not None:
             pending.preclip = self._defer(pending, preclip[0])
             pending.max_norm = preclip[1]
+        elif hooked is not None:
+            deferred = self._defer(pending, hooked)
+            assert isinstance(deferred, torch.Tensor)
+            pending.layer_preclip = deferred
         scaler = self._scaler
         if scaler is not None and scaler.is_enabled():
             # the scale the step's backward used: update() changes it in place only afterwards
@@ -781,6 +839,8 @@ class Monitor:
         buffer = _skipped_values([s.param for s in self._engine.slots], self._unscaled_nonfinite)
         self._unscaled_nonfinite = None
         pending = _Pending(self._step, self._clock(), step_seconds, packed=None, skipped=True)  # type: ignore[arg-type]
+        # the scaler has just read found_inf on the host, so a tensor lr costs no extra stall
+        pending.lrs = tuple(float(_plain(g["lr"])) for g in self._optimizer.param_groups)
         if self._cuda:
             host = torch.empty(buffer.shape, dtype=torch.float64, pin_memory=True)
             host.copy_(buffer, non_blocking=True)
@@ -796,6 +856,10 @@ class Monitor:
         self, pending: _Pending, post: float
     ) -> tuple[float | None, bool, float | None]:
         """(pre-clip norm, clipped, clip coefficient) of one record."""
+        if pending.preclip is None and pending.layer_preclip is not None:
+            hooked = _floats(pending.layer_preclip)
+            pending.layer_preclip = hooked
+            pending.preclip = hooked[0]
         if pending.preclip is None:
             return None, False, None
         pre = float(pending.preclip)
@@ -843,6 +907,12 @@ class Monitor:
                     ),
                 )
                 for name, stats in layers.items()
+            }
+        if isinstance(pending.layer_preclip, list):  # measured per layer by the grad hooks
+            measured = pending.layer_preclip[1:]
+            layers = {
+                name: replace(stats, grad_norm_before_clip=None if math.isnan(norm) else norm)
+                for (name, stats), norm in zip(layers.items(), measured, strict=True)
             }
         grad_sq = sum(s.grad_norm**2 for s in layers.values())
         param_sq = sum(s.param_norm**2 for s in layers.values())
@@ -922,7 +992,7 @@ class Monitor:
             layers = {
                 n: replace(s, grad_norm_before_clip=s.grad_norm / coef) for n, s in layers.items()
             }
-        lrs = [float(_plain(g["lr"])) for g in self._optimizer.param_groups]
+        lrs = list(pending.lrs)
         return StepRecord(
             step=pending.step,
             time=pending.time,
@@ -1039,6 +1109,10 @@ class Monitor:
         )
 
 
+def _floats(value: list[float] | torch.Tensor) -> list[float]:
+    return value if isinstance(value, list) else [float(v) for v in value.tolist()]
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return float(value.detach().cpu()) if value.numel() == 1 else value.tolist()
@@ -1047,7 +1121,7 @@ def _plain(value: Any) -> Any:
 
 def _check_int(name: str, value: object, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {low}")
+        raise ArgumentError(f"{name}={value!r}: expected an integer >= {low}")
     return value
 
 

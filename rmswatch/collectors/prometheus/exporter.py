@@ -3,7 +3,7 @@
 `write()` (on the monitor's sink thread) only stores the newest record and adds to counters; the
 `RunCollector` renders metric families from that snapshot when Prometheus scrapes, applying the
 cardinality guard (`guard.py`). Metric names, types and help come from
-`rmswatch.collectors.catalogue`.
+`rmswatch.catalogue`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
+from rmswatch._validation import ArgumentError
 from rmswatch.collectors.prometheus.guard import DEFAULT_MAX_LAYERS, guard_layers, layer_key
 from rmswatch.collectors.prometheus.labels import run_labels
 from rmswatch.trainer_hooks.records import (
@@ -97,9 +98,11 @@ class RunCollector:
         layer_distributions: bool = True,
     ) -> None:
         if layer_depth is not None and (not isinstance(layer_depth, int) or layer_depth < 1):
-            raise ValueError(f"layer_depth={layer_depth!r}: expected None or an integer >= 1")
+            raise ArgumentError(f"layer_depth={layer_depth!r}: expected None or an integer >= 1")
         if max_layers is not None and (not isinstance(max_layers, int) or max_layers < 0):
-            raise ValueError(f"max_layers={max_layers!r}: expected None (no limit) or an int >= 0")
+            raise ArgumentError(
+                f"max_layers={max_layers!r}: expected None (no limit) or an int >= 0"
+            )
         self.layer_depth = layer_depth
         self.max_layers = max_layers
         self.layer_distributions = bool(layer_distributions)
@@ -366,7 +369,7 @@ class PrometheusSink:
         layer_distributions: bool = True,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"port={port!r}: expected an integer 0-65535 (0 picks a free port)")
+            raise ArgumentError(f"port={port!r}: expected an integer 0-65535 (0 picks a free port)")
         self.collector = RunCollector(
             layer_depth=layer_depth,
             max_layers=max_layers,
