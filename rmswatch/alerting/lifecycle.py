@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from rmswatch._validation import ArgumentError
 from rmswatch.alerting.signals import Signal
 from rmswatch.store.models_alerting import AlertEventRow, AlertFiringRow, AlertRow
 
@@ -256,7 +257,7 @@ def acknowledge_alert(
     alert resolves; a new episode must be acknowledged again.
     """
     if not by.strip():
-        raise ValueError("acknowledge_alert: `by` must name who acknowledged")
+        raise ArgumentError("acknowledge_alert: `by` must name who acknowledged")
     moment = utc(now or utcnow())
     with Session(engine) as session, session.begin():
         row = session.scalars(

@@ -24,9 +24,10 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from rmswatch._limits import check_labels
+from rmswatch._validation import ArgumentError
 from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.dispatch import Dispatcher, Sampler
-from rmswatch.trainer_hooks.packing import Packed, Slot, decode
+from rmswatch.trainer_hooks.packing import Packed, Packer, Slot, decode
 from rmswatch.trainer_hooks.plan import StatsPlan, choose_plan
 from rmswatch.trainer_hooks.records import (
     RMS_EDGES,
@@ -42,6 +43,14 @@ from rmswatch.trainer_hooks.records import (
     update_ratio,
 )
 from rmswatch.trainer_hooks.screen import check_job, check_run, check_run_id, screen
+from rmswatch.trainer_hooks.sentinel import (
+    DEFAULT_MAX_INTERVAL,
+    DEFAULT_OVERHEAD,
+    AnomalyDetector,
+    Cadence,
+    Sentinel,
+    Thresholds,
+)
 from rmswatch.trainer_hooks.sinks import Sink
 from rmswatch.trainer_hooks.stats import StatsEngine
 
@@ -68,6 +77,8 @@ class _Pending:
     loss: float | torch.Tensor | None = None
     loss_event: Any = None
     validation: float | None = None
+    full: bool = True  # False: a sentinel-only record (loss, global grad norm, finiteness)
+    anomaly: str | None = None  # why the sentinel made this step full, if it did
     # clipping (record_grad_norm) and AMP (scaler): 0-d host values or pinned copies in flight
     preclip: float | torch.Tensor | None = None
     max_norm: float | None = None
@@ -96,7 +107,12 @@ class _Pending:
 class Monitor:
     """Telemetry hooks on one optimizer; see `rmswatch.watch` for the usual way in.
 
-    Knobs: `every` (telemetry cadence in optimizer steps; steps 1, 1+every, ...),
+    Knobs: `every` (fixed telemetry cadence in optimizer steps: steps 1, 1+every, ..., and no
+    record in between; None: the overhead budget, below), `overhead` (budget mode: the fraction
+    of bare step time full telemetry may cost, amortised; every step still gets a sentinel
+    record, and an anomalous step a full one), `grad_spike`/`loss_spike`/`spike_window` (what
+    the sentinel calls a spike, see `sentinel.Thresholds`), `max_interval` (budget mode: at
+    least one full record per this many steps),
     `exact_every` (exact full-tensor distributions every this many telemetry steps, sampled in
     between; default 1 on CUDA, 50 on CPU), `sample_size`/`sample_seed` (the fixed per-layer
     sample), `queue_size` (sink queue bound; full -> dropped and counted), `keep_records`
@@ -120,7 +136,12 @@ class Monitor:
         job: str = "default",
         run_id: str | None = None,
         labels: Mapping[str, str] | None = None,
-        every: int = 1,
+        every: int | None = 1,
+        overhead: float = DEFAULT_OVERHEAD,
+        grad_spike: float | None = 10.0,
+        loss_spike: float | None = 3.0,
+        spike_window: int = 50,
+        max_interval: int = DEFAULT_MAX_INTERVAL,
         sinks: Iterable[Sink] = (),
         samplers: Sequence[Sampler] = (),
         queue_size: int = 1024,
@@ -143,17 +164,18 @@ class Monitor:
         if start_step is not None:
             _check_int("start_step", start_step, 0)
         if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
-            raise ValueError(
+            raise ArgumentError(
                 f"scaler={type(scaler).__name__}: expected a torch.amp.GradScaler "
                 "(torch.amp.GradScaler('cuda') or ('cpu')) or None"
             )
         for name, value, low in (
-            ("every", every, 1),
             ("keep_records", keep_records, 1),
             ("queue_size", queue_size, 1),
             ("sample_size", sample_size, 1),
         ):
             _check_int(name, value, low)
+        if every is not None:
+            _check_int("every", every, 1)
         if exact_every is not None:
             _check_int("exact_every", exact_every, 1)
         if stats_threads is not None:
@@ -180,6 +202,17 @@ class Monitor:
         self._engine = StatsEngine(
             self._adapter, optimizer, _slots(optimizer, model), plan, sample_seed=sample_seed
         )
+        self._cadence = Cadence(
+            every, overhead, exact_every=plan.exact_every, max_interval=max_interval
+        )
+        self._detector = AnomalyDetector(Thresholds(grad_spike, loss_spike, spike_window))
+        self._sentinel = Sentinel(self._engine.slots)
+        # Budget-mode bookkeeping: seconds spent in rmswatch since the last post-step hook
+        # began, and what that step was; the next post-step hook reports them to the cadence.
+        self._hook_seconds = 0.0
+        self._prev: tuple[bool, bool, bool] | None = None  # (full, exact, first)
+        self._force_full: str | None = None  # CUDA: a verdict read late makes the next step full
+        self._step_grads: list[tuple[torch.Tensor, torch.Tensor, int]] = []
         self._run_info = check_run(
             self._build_run_info(job, run_id, labels, rank, world_size, start_step)
         )
@@ -270,6 +303,8 @@ class Monitor:
     def next_step_is_telemetry(self) -> bool:
         """Whether the coming optimizer step is a telemetry step (for integrations that would
         otherwise compute something, e.g. a pre-clip norm, on every step)."""
+        if self._every is None:  # budget mode: every step gets at least a sentinel record
+            return True
         return self._step % self._every == 0
 
     @property
@@ -279,6 +314,17 @@ class Monitor:
     @property
     def job(self) -> str:
         return self._run_info.job
+
+    @property
+    def full_steps(self) -> int:
+        """Steps that got full telemetry so far (every record, in every=N mode)."""
+        return self._cadence.full_steps
+
+    @property
+    def full_interval(self) -> int:
+        """Steps between scheduled full-telemetry steps now (budget mode: as measured so far;
+        anomalous steps come on top)."""
+        return self._cadence.interval
 
     @property
     def stats_plan(self) -> StatsPlan:
@@ -302,12 +348,14 @@ class Monitor:
     # -- hooks ---------------------------------------------------------------------------------
 
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        start = time.perf_counter()
         # RMSprop raises on sparse gradients inside step(); count them before it does.
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is not None and p.grad.is_sparse:
                     self._sparse_grads += 1
         self._complete(wait=False)
+        self._hook_seconds += time.perf_counter() - start
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._hook_steps += 1
@@ -316,14 +364,71 @@ class Monitor:
         step_seconds = None if self._last_step_end is None else now - self._last_step_end
         self._last_step_end = now
         preclip, self._preclip = self._preclip, None
-        if (self._step - 1) % self._every:
+        if not self._cadence.budgeted:
+            if not self._cadence.due(self._step):
+                return
+            pending = _Pending(self._step, self._clock(), step_seconds, self._full_stats())
+            self._attach_loop_facts(pending, preclip)
+            self._cadence.took_full(self._step)
+            self._ship(pending)
             return
+        if step_seconds is not None and self._prev is not None:
+            full, exact, first = self._prev
+            cost = self._hook_seconds
+            self._cadence.observe(step_seconds - cost, cost, full=full, exact=exact, first=first)
+        self._hook_seconds = 0.0
+        self._budgeted_step(step_seconds, preclip)
+        self._hook_seconds += time.perf_counter() - now
+
+    def _budgeted_step(
+        self,
+        step_seconds: float | None,
+        preclip: tuple[float | torch.Tensor, float | None] | None,
+    ) -> None:
+        """Budget mode: the sentinel every step; full telemetry when due or anomalous."""
+        total, grads = self._sentinel.grad_norm()
+        anomaly = self._force_full
+        self._force_full = None
+        host_total: torch.Tensor | float | None = total
+        if total is not None and not self._cuda:  # reading a CPU value costs nothing
+            host_total = float(total)
+            anomaly = self._detector.grad(host_total) or anomaly
+        full = anomaly is not None or self._cadence.due(self._step)
+        exact = False
+        if full:
+            exact = self._engine.plan.exact_at(self._telemetry_steps)
+            packed = self._full_stats()
+            self._cadence.took_full(self._step)
+            self._step_grads = []
+        else:
+            packed = self._sentinel_packed(host_total)
+            # A loss spike seen in record_loss can still make this step full, if the
+            # gradients are still this step's (not cleared or overwritten since).
+            self._step_grads = [(p, g, g._version) for p, g in grads]
+        # the first full step pays one-time warm-up: the cadence does not count it
+        self._prev = (full, exact, full and self._cadence.full_steps == 1)
+        pending = _Pending(self._step, self._clock(), step_seconds, packed, full=full)
+        pending.anomaly = anomaly
+        self._attach_loop_facts(pending, preclip)
+        self._ship(pending)
+
+    def _full_stats(self) -> Packed:
         exact = self._engine.plan.exact_at(self._telemetry_steps)
         self._telemetry_steps += 1
         packed = self._compute(exact)
         self._last_paths = {lay.name: lay.path for lay in packed.layers}
-        pending = _Pending(self._step, self._clock(), step_seconds, packed)
-        self._attach_loop_facts(pending, preclip)
+        return packed
+
+    def _sentinel_packed(self, total: torch.Tensor | float | None) -> Packed:
+        # CPU: the norm is already a host float, so the buffer stays empty (nothing to pack)
+        pk = Packer(device=self._device)
+        fields = {"grad_norm": pk.scalar(total if total is not None else 0.0)}
+        lrs = [pk.scalar(g["lr"]) for g in self._optimizer.param_groups]
+        return Packed(pk.pack(self._device), pk, [], lrs, fields)
+
+    def _ship(self, pending: _Pending) -> None:
+        """Start the step's packed statistics on their way to the host (CUDA: no sync)."""
+        packed = pending.packed
         if self._cuda:
             host = torch.empty(packed.buffer.shape, dtype=torch.float64, pin_memory=True)
             host.copy_(packed.buffer, non_blocking=True)
@@ -332,7 +437,28 @@ class Monitor:
             pending.event.record()
         else:
             pending.values = packed.buffer.tolist()
-        self._pending.append(pending)
+        if not self._pending or self._pending[-1] is not pending:
+            self._pending.append(pending)
+
+    def _loss_verdict(self, pending: _Pending, loss: float) -> None:
+        """CPU, budget mode: a non-finite or spiking loss makes this very step full, when the
+        gradients are still this step's; otherwise the next step is full."""
+        anomaly = self._detector.loss(loss)
+        if anomaly is None or pending.full:
+            return
+        unchanged = bool(self._step_grads) and all(
+            p.grad is g and g._version == version for p, g, version in self._step_grads
+        )
+        if not unchanged:
+            self._force_full = anomaly
+            return
+        exact = self._engine.plan.exact_at(self._telemetry_steps)
+        pending.packed = self._full_stats()
+        pending.values = pending.packed.buffer.tolist()
+        pending.full, pending.anomaly = True, anomaly
+        self._cadence.took_full(pending.step)
+        if self._prev is not None:
+            self._prev = (True, exact, self._prev[2])
 
     def _compute(self, exact: bool) -> Packed:
         # By default the statistics use training's own thread count (measured faster on a quiet
@@ -355,7 +481,7 @@ class Monitor:
         value: float | torch.Tensor
         if isinstance(loss, torch.Tensor):
             if loss.numel() != 1:
-                raise ValueError(
+                raise ArgumentError(
                     f"record_loss: loss must be a scalar (one element), got shape "
                     f"{tuple(loss.shape)}"
                 )
@@ -363,7 +489,7 @@ class Monitor:
         elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
             value = float(loss)
         else:
-            raise ValueError(
+            raise ArgumentError(
                 f"record_loss: loss must be a float or a one-element tensor, got "
                 f"{type(loss).__name__}"
             )
@@ -379,6 +505,12 @@ class Monitor:
         pending = self._pending[-1] if self._pending else None
         if pending is None or pending.step != self._step:
             return  # not a telemetry step
+        if self._cadence.budgeted and not (
+            isinstance(value, torch.Tensor) and value.device.type != "cpu"
+        ):
+            start = time.perf_counter()
+            self._loss_verdict(pending, float(value))
+            self._hook_seconds += time.perf_counter() - start
         if isinstance(value, torch.Tensor) and value.device.type == "cuda":
             host = torch.empty((), dtype=value.dtype, pin_memory=True)
             host.copy_(value, non_blocking=True)
@@ -412,7 +544,7 @@ class Monitor:
         value: float | torch.Tensor
         if isinstance(total_norm, torch.Tensor):
             if total_norm.numel() != 1:
-                raise ValueError(
+                raise ArgumentError(
                     "record_grad_norm: total_norm must be a scalar (what clip_grad_norm_ "
                     f"returns), got shape {tuple(total_norm.shape)}"
                 )
@@ -420,14 +552,14 @@ class Monitor:
         elif isinstance(total_norm, (int, float)) and not isinstance(total_norm, bool):
             value = float(total_norm)
         else:
-            raise ValueError(
+            raise ArgumentError(
                 "record_grad_norm: total_norm must be a float or a one-element tensor, got "
                 f"{type(total_norm).__name__}"
             )
         if max_norm is not None and (
             isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0
         ):
-            raise ValueError(f"record_grad_norm: max_norm={max_norm!r}: expected a number > 0")
+            raise ArgumentError(f"record_grad_norm: max_norm={max_norm!r}: expected a number > 0")
         facts = (value, None if max_norm is None else float(max_norm))
         if step is None:
             self._preclip = facts
@@ -446,7 +578,7 @@ class Monitor:
             return
         number = float(value.detach().reshape(())) if isinstance(value, torch.Tensor) else value
         if not isinstance(number, (int, float)) or isinstance(number, bool):
-            raise ValueError(f"record_validation: value must be a number, got {value!r}")
+            raise ArgumentError(f"record_validation: value must be a number, got {value!r}")
         at = self._step if step is None else _check_int("step", step, 0)
         record = self._screened(
             "record_validation", ValidationRecord(at, self._clock(), float(number), name)
@@ -475,7 +607,7 @@ class Monitor:
         if self._warn_closed("record_checkpoint"):
             return
         if action not in ("save", "load"):
-            raise ValueError(f"record_checkpoint: action={action!r}; expected 'save' or 'load'")
+            raise ArgumentError(f"record_checkpoint: action={action!r}; expected 'save' or 'load'")
         at = self._step if step is None else _check_int("step", step, 0)
         record = self._screened(
             "record_checkpoint",
@@ -501,7 +633,9 @@ class Monitor:
     ) -> None:
         """Remove the hooks, deliver everything, and close every sink with `status`."""
         if status not in RUN_STATUSES:
-            raise ValueError(f"close: status={status!r}; expected one of {', '.join(RUN_STATUSES)}")
+            raise ArgumentError(
+                f"close: status={status!r}; expected one of {', '.join(RUN_STATUSES)}"
+            )
         if self._warn_closed("close"):
             return
         for handle in self._handles:
@@ -578,7 +712,7 @@ class Monitor:
 
         def hook(param: torch.Tensor) -> None:
             grad = param.grad
-            if self._step % self._every or grad is None or grad.is_sparse:
+            if not self.next_step_is_telemetry or grad is None or grad.is_sparse:
                 return
             dtype = torch.float64 if grad.dtype == torch.float64 else torch.float32
             self._hook_norms[index] = torch.linalg.vector_norm(grad, dtype=dtype)
@@ -759,6 +893,8 @@ class Monitor:
         loss: float | None = None
         if pending.loss is not None:
             loss = float(pending.loss)
+        if not pending.full:
+            return self._sentinel_record(pending, global_q["grad_norm"], loss, lrs)
         pre, clipped, coef = self._clip_facts(
             pending, math.sqrt(sum(s.grad_norm**2 for s in layers.values()))
         )
@@ -884,6 +1020,51 @@ class Monitor:
             loss_scale=None if pending.scale is None else float(pending.scale),
         )
 
+    def _sentinel_record(
+        self, pending: _Pending, grad_norm: float, loss: float | None, lrs: list[float]
+    ) -> StepRecord:
+        """A sentinel-only record: loss, global gradient norm and finiteness; no layers.
+
+        Norms the sentinel does not measure are NaN. On the CPU a non-finite value always made
+        its step full, so a sentinel record is finite there. On CUDA the verdict is read here,
+        one step late: it makes the next step full, and this record's `nonfinite["grad"]` is 1
+        (at least one value; the exact counts are in that full record).
+        """
+        if self._cuda:
+            anomaly = self._detector.grad(grad_norm)
+            if loss is not None:
+                anomaly = anomaly or self._detector.loss(loss)
+            self._force_full = self._force_full or anomaly
+        pre, clipped, _ = self._clip_facts(pending, grad_norm)
+        nan = math.nan
+        return StepRecord(
+            step=pending.step,
+            time=pending.time,
+            loss=loss,
+            grad_norm=grad_norm,
+            param_norm=nan,
+            update_norm=nan,
+            lr=lrs[0] if lrs else nan,
+            step_seconds=pending.step_seconds,
+            nonfinite={
+                "grad": 0 if math.isfinite(grad_norm) else 1,
+                "param": 0,
+                "state": 0,
+                "loss": 0 if loss is None or math.isfinite(loss) else 1,
+            },
+            layers={},
+            lrs=tuple(lrs),
+            update_ratio=nan,
+            validation=pending.validation,
+            dropped_total=self.dropped,
+            rank=self._run_info.rank,
+            world_size=self._run_info.world_size,
+            grad_norm_before_clip=pre,
+            clipped=clipped,
+            loss_scale=None if pending.scale is None else float(pending.scale),
+            full=False,
+        )
+
     def _build_run_info(
         self,
         job: str,
@@ -923,7 +1104,7 @@ class Monitor:
             hyperparameters=hyper,
             layers=layers,
             hist_edges=RMS_EDGES,
-            every=self._every,
+            every=self._every or 1,  # budget mode records every step
             resumed_from_step=start_step,
         )
 
@@ -940,7 +1121,7 @@ def _plain(value: Any) -> Any:
 
 def _check_int(name: str, value: object, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {low}")
+        raise ArgumentError(f"{name}={value!r}: expected an integer >= {low}")
     return value
 
 

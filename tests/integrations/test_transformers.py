@@ -83,6 +83,7 @@ def _train(tmp_path: Path, callback: RmswatchCallback, **overrides: Any) -> Any:
     return trainer
 
 
+@pytest.mark.slow
 def test_train_records_loss_pre_clip_norm_and_eval_loss_at_their_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -121,6 +122,7 @@ def test_train_records_loss_pre_clip_norm_and_eval_loss_at_their_steps(
     assert sink.status is not None and sink.status.status == "succeeded"
 
 
+@pytest.mark.slow
 def test_bf16_training_is_recorded(tmp_path: Path) -> None:
     sink = RecordingSink()
     callback = RmswatchCallback(job="hf-bf16", sinks=[sink], system_metrics=False)

@@ -279,6 +279,7 @@ def _train_names(model: torch.nn.Module, params_of: torch.nn.Module) -> list[str
     return list(monitor.records[-1].layers)
 
 
+@pytest.mark.slow
 def test_a_compiled_model_records_the_users_own_names() -> None:
     plain = tiny_model()
     # the names come from the OptimizedModule wrapper, the same for every backend; "eager"
