@@ -133,6 +133,7 @@ def test_bf16_training_is_recorded(tmp_path: Path) -> None:
     assert sink.status is not None and sink.status.status == "succeeded"
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_continues_the_step_axis(tmp_path: Path) -> None:
     first = RmswatchCallback(job="hf-resume", sinks=[RecordingSink()], system_metrics=False)
     _train(tmp_path, first, max_steps=3, save_strategy="steps", save_steps=3, eval_strategy="no")
