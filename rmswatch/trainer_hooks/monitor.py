@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -212,7 +213,9 @@ class Monitor:
         self._hook_seconds = 0.0
         self._prev: tuple[bool, bool, bool] | None = None  # (full, exact, first)
         self._force_full: str | None = None  # CUDA: a verdict read late makes the next step full
-        self._step_grads: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        # weak references: holding the gradients would keep them alive into the next backward
+        # (no memory reuse: a fresh allocation and page faults for every gradient, every step)
+        self._step_grads: list[tuple[torch.Tensor, weakref.ref[torch.Tensor], int]] = []
         self._run_info = check_run(
             self._build_run_info(job, run_id, labels, rank, world_size, start_step)
         )
@@ -404,7 +407,7 @@ class Monitor:
             packed = self._sentinel_packed(host_total)
             # A loss spike seen in record_loss can still make this step full, if the
             # gradients are still this step's (not cleared or overwritten since).
-            self._step_grads = [(p, g, g._version) for p, g in grads]
+            self._step_grads = [(p, weakref.ref(g), g._version) for p, g in grads]
         # the first full step pays one-time warm-up: the cadence does not count it
         self._prev = (full, exact, full and self._cadence.full_steps == 1)
         pending = _Pending(self._step, self._clock(), step_seconds, packed, full=full)
@@ -447,7 +450,8 @@ class Monitor:
         if anomaly is None or pending.full:
             return
         unchanged = bool(self._step_grads) and all(
-            p.grad is g and g._version == version for p, g, version in self._step_grads
+            (g := ref()) is not None and p.grad is g and g._version == version
+            for p, ref, version in self._step_grads
         )
         if not unchanged:
             self._force_full = anomaly
