@@ -14,12 +14,31 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rmswatch._watch import watch
+    from rmswatch.checkpoint import (
+        CheckpointError,
+        CheckpointInfo,
+        Fidelity,
+        load_checkpoint,
+        save_checkpoint,
+    )
     from rmswatch.trainer_hooks.monitor import Monitor
     from rmswatch.trainer_hooks.records import Histogram, LayerStats, StepRecord
 
 __version__ = "0.1.0"
 
-__all__ = ["Histogram", "LayerStats", "Monitor", "StepRecord", "__version__", "watch"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointInfo",
+    "Fidelity",
+    "Histogram",
+    "LayerStats",
+    "Monitor",
+    "StepRecord",
+    "__version__",
+    "load_checkpoint",
+    "save_checkpoint",
+    "watch",
+]
 
 _LAZY = {
     "watch": "rmswatch._watch",
@@ -27,6 +46,11 @@ _LAZY = {
     "Histogram": "rmswatch.trainer_hooks.records",
     "LayerStats": "rmswatch.trainer_hooks.records",
     "StepRecord": "rmswatch.trainer_hooks.records",
+    "CheckpointError": "rmswatch.checkpoint",
+    "CheckpointInfo": "rmswatch.checkpoint",
+    "Fidelity": "rmswatch.checkpoint",
+    "load_checkpoint": "rmswatch.checkpoint",
+    "save_checkpoint": "rmswatch.checkpoint",
 }
 
 

@@ -74,7 +74,7 @@ def watch(
             from rmswatch.collectors.system import SystemSampler
 
             samplers = (SystemSampler().sample,)
-        return Monitor(
+        monitor = Monitor(
             optimizer,
             model=model,
             job=job,
@@ -88,6 +88,11 @@ def watch(
     except BaseException:
         _discard(built)  # a bad argument must not leave an exporter listening
         raise
+    from rmswatch.checkpoint import register_monitor
+
+    # checkpoints of this optimizer (also one loaded before watch()) are recorded here
+    register_monitor(optimizer, monitor)
+    return monitor
 
 
 def _discard(sinks: Iterable[Sink]) -> None:
