@@ -77,7 +77,7 @@ def create_blueprint(engine: Engine, *, token: str | None, max_batch_bytes: int)
                     run_pk = upsert_run(conn, batch.run, reopen=batch.open_run)
                     counts.add(write_telemetry(conn, run_pk, batch.telemetry))
                     if batch.status is not None:
-                        close_run(conn, run_pk, batch.status)
+                        close_run(conn, run_pk, batch.status, rank=batch.run.rank)
                 counts.sli_samples = write_sli_samples(conn, batch.sli_samples)
         except SQLAlchemyError as exc:
             log.exception("ingest: store write failed")

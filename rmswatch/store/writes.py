@@ -145,7 +145,13 @@ def upsert_run(conn: Connection, run: RunInfo, *, reopen: bool = False) -> int:
         "gpu_seconds": 0.0,
     }
     stmt = _insert(conn, Run).values(values)
-    if reopen:
+    if reopen and run.rank != 0:
+        # Every rank of a distributed job writes into one run; the run's row describes rank 0
+        # (host, pid, labels), whichever rank's writer got there first.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id"], set_={"status": "running", "ended_at": None}
+        )
+    elif reopen:
         keep = {"run_id", "started_at", "gpu_seconds"}
         stmt = stmt.on_conflict_do_update(
             index_elements=["run_id"],
@@ -198,11 +204,16 @@ def write_telemetry(conn: Connection, run_pk: int, items: Sequence[Telemetry]) -
     return counts
 
 
-def close_run(conn: Connection, run_pk: int, status: RunStatus) -> None:
+def close_run(conn: Connection, run_pk: int, status: RunStatus, *, rank: int = 0) -> None:
+    """End the run with `status`. Of a distributed job's ranks, rank 0 ends the run; another
+    rank only marks it failed (its detail prefixed with the rank), never succeeded."""
+    if rank != 0 and status.status in ("succeeded", "running"):
+        return
+    detail = status.detail if rank == 0 else f"rank {rank}: {status.detail}"
     conn.execute(
         update(Run)
         .where(Run.id == run_pk)
-        .values(status=status.status, status_detail=status.detail, ended_at=utc(status.time))
+        .values(status=status.status, status_detail=detail, ended_at=utc(status.time))
     )
 
 
@@ -236,6 +247,7 @@ def _step_rows(
         {
             "run_pk": run_pk,
             "step": rec.step,
+            "rank": rec.rank,
             "time": when,
             "loss": _float(rec.loss),
             "grad_norm": _float(rec.grad_norm),
@@ -261,6 +273,7 @@ def _step_rows(
             {
                 "run_pk": run_pk,
                 "step": rec.step,
+                "rank": rec.rank,
                 "time": when,
                 "layer": name,
                 "grad_norm": _float(stats.grad_norm),
@@ -284,6 +297,7 @@ def _step_rows(
                 {
                     "run_pk": run_pk,
                     "step": rec.step,
+                    "rank": rec.rank,
                     "time": when,
                     "layer": name,
                     "kind": "rms",

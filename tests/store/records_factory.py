@@ -56,7 +56,7 @@ def layer_stats(step: int, *, nonfinite_grad: int = 0) -> LayerStats:
 
 
 def step_record(
-    step: int, *, layers: int = 2, t0: float = T0, loss: float | None = None
+    step: int, *, layers: int = 2, t0: float = T0, loss: float | None = None, rank: int = 0
 ) -> StepRecord:
     return StepRecord(
         step=step,
@@ -70,4 +70,5 @@ def step_record(
         nonfinite={"grad": 0, "param": 0, "state": 0, "loss": 0},
         layers={f"layer{i}.weight": layer_stats(step) for i in range(layers)},
         update_ratio=0.006,
+        rank=rank,
     )

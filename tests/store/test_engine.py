@@ -3,11 +3,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select, text
 
 from rmswatch.store.engine import (
     current_revision,
@@ -17,7 +18,7 @@ from rmswatch.store.engine import (
     upgrade,
     write_transaction,
 )
-from rmswatch.store.models import Base, Run, Step
+from rmswatch.store.models import Base, HistogramRow, LayerStep, Run, Step
 from rmswatch.store.writes import upsert_run, write_telemetry
 from tests.helpers import subprocess_env
 from tests.store.records_factory import run_info, step_record
@@ -51,19 +52,54 @@ def test_migrations_create_exactly_the_schema_the_models_describe(engine: Engine
     assert diff == []
 
 
+def _old_rows(conn: Connection, table: str, rows: list[dict[str, object]]) -> None:
+    """Insert into a table as an older revision shaped it (today's writes have newer columns)."""
+    conn.execute(Table(table, MetaData(), autoload_with=conn).insert(), rows)
+
+
 def test_store_created_at_revision_0001_upgrades_in_place_keeping_its_data(
     store_url: str,
 ) -> None:
     engine = make_engine(store_url)
     assert upgrade(engine, "0001") == "0001"
+    when = datetime.now(UTC)
+    counters = {f"nonfinite_{k}": 0 for k in ("grad", "param", "state")}
     with write_transaction(engine) as conn:
         run_pk = upsert_run(conn, run_info("old-run"), reopen=True)
-        write_telemetry(conn, run_pk, [step_record(s) for s in range(3)])
+        _old_rows(conn, "steps", [
+            {"run_pk": run_pk, "step": s, "time": when, "nonfinite_loss": 0, "dropped_total": 0}
+            | counters for s in range(3)
+        ])  # fmt: skip
+        _old_rows(conn, "layer_steps", [
+            {"run_pk": run_pk, "step": s, "time": when, "layer": "fc", "has_grad": True}
+            | counters for s in range(3)
+        ])  # fmt: skip
+        _old_rows(conn, "histograms", [
+            {"run_pk": run_pk, "step": 0, "time": when, "layer": "fc", "kind": "rms",
+             "counts": [1], "zeros": 0, "nonfinite": 0, "exact": True}
+        ])  # fmt: skip
     assert upgrade(engine) == head_revision()
     with engine.connect() as conn:
         assert conn.execute(select(Run.run_id)).scalars().all() == ["old-run"]
         assert conn.execute(select(Step.step).order_by(Step.step)).scalars().all() == [0, 1, 2]
+        # existing rows are rank 0's
+        for table in (Step, LayerStep, HistogramRow):
+            assert set(conn.execute(select(table.rank)).scalars()) == {0}
+    # and another rank's rows for the same steps now land beside them
+    with write_transaction(engine) as conn:
+        write_telemetry(conn, run_pk, [step_record(s, rank=1) for s in range(3)])
+    with engine.connect() as conn:
+        ranks = conn.execute(select(Step.rank, Step.step).order_by(Step.rank, Step.step)).all()
+    assert [tuple(r) for r in ranks] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     engine.dispose()
+
+
+def test_the_migrations_have_one_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from rmswatch.store.engine import _alembic_config
+
+    assert len(ScriptDirectory.from_config(_alembic_config()).get_heads()) == 1
 
 
 def test_processes_creating_the_schema_at_the_same_moment_all_succeed(store_url: str) -> None:
