@@ -23,6 +23,7 @@ from rmswatch.trainer_hooks.records import (
     Histogram,
     LayerInfo,
     LayerStats,
+    RankCheckRecord,
     RunInfo,
     RunStatus,
     StepRecord,
@@ -131,6 +132,17 @@ def encode_item(item: Telemetry | SliSampleRecord) -> dict[str, Any]:
             "size_bytes": item.size_bytes,
             "path": item.path,
             "detail": item.detail,
+        }
+    if isinstance(item, RankCheckRecord):
+        return {
+            "kind": "rank_check",
+            "step": item.step,
+            "time": item.time,
+            "status": item.status,
+            "ranks": list(item.ranks),
+            "layers": list(item.layers),
+            "detail": item.detail,
+            "world_size": item.world_size,
         }
     if isinstance(item, SystemSample):
         return {
@@ -278,6 +290,17 @@ class _CheckpointIn(_M):
     detail: str = ""
 
 
+class _RankCheckIn(_M):
+    kind: Literal["rank_check"]
+    step: int = Field(ge=0)
+    time: float
+    status: Literal["ok", "desync", "skipped"]
+    ranks: list[Annotated[int, Field(ge=0)]] = []
+    layers: list[Annotated[str, Field(min_length=1, max_length=512)]] = []
+    detail: str = ""
+    world_size: int = Field(default=1, ge=1)
+
+
 class _SystemIn(_M):
     kind: Literal["system"]
     time: float
@@ -298,7 +321,8 @@ class _SliIn(_M):
 
 
 _ItemIn = Annotated[
-    _StepIn | _ValidationIn | _CheckpointIn | _SystemIn | _SliIn, Field(discriminator="kind")
+    _StepIn | _ValidationIn | _CheckpointIn | _RankCheckIn | _SystemIn | _SliIn,
+    Field(discriminator="kind"),
 ]
 
 
@@ -426,7 +450,7 @@ def _run(run: _RunIn) -> RunInfo:
     )
 
 
-def _record(item: _StepIn | _ValidationIn | _CheckpointIn | _SystemIn) -> Telemetry:
+def _record(item: _StepIn | _ValidationIn | _CheckpointIn | _RankCheckIn | _SystemIn) -> Telemetry:
     if isinstance(item, _StepIn):
         return StepRecord(
             step=item.step,
@@ -462,6 +486,16 @@ def _record(item: _StepIn | _ValidationIn | _CheckpointIn | _SystemIn) -> Teleme
             item.size_bytes,
             item.path,
             item.detail,
+        )
+    if isinstance(item, _RankCheckIn):
+        return RankCheckRecord(
+            item.step,
+            item.time,
+            item.status,
+            tuple(item.ranks),
+            tuple(item.layers),
+            item.detail,
+            item.world_size,
         )
     return SystemSample(
         item.time,

@@ -186,6 +186,23 @@ class Checkpoint(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
+class RankCheck(Base):
+    """A cross-rank optimizer-state comparison of a distributed run (`status` ok/desync/skipped)."""
+
+    __tablename__ = "rank_checks"
+    __table_args__ = (UniqueConstraint("run_pk", "step", name="uq_rank_checks_run_step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(BigInteger)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))
+    ranks: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    layers: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    world_size: Mapped[int] = mapped_column(Integer, default=1)
+
+
 class SystemSampleRow(Base):
     """CPU/RSS/GPU of the training process; `gpu_count` integrates into `Run.gpu_seconds`."""
 

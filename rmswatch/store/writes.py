@@ -20,6 +20,7 @@ from rmswatch.store.models import (
     Checkpoint,
     HistogramRow,
     LayerStep,
+    RankCheck,
     Run,
     SliSample,
     Step,
@@ -28,6 +29,7 @@ from rmswatch.store.models import (
 )
 from rmswatch.trainer_hooks.records import (
     CheckpointRecord,
+    RankCheckRecord,
     RunInfo,
     RunStatus,
     StepRecord,
@@ -61,6 +63,7 @@ class WriteCounts:
     histograms: int = 0
     validations: int = 0
     checkpoints: int = 0
+    rank_checks: int = 0
     system_samples: int = 0
     sli_samples: int = 0
 
@@ -171,6 +174,7 @@ def write_telemetry(conn: Connection, run_pk: int, items: Sequence[Telemetry]) -
     hists: list[dict[str, Any]] = []
     validations: list[dict[str, Any]] = []
     checkpoints: list[dict[str, Any]] = []
+    rank_checks: list[dict[str, Any]] = []
     samples: list[SystemSample] = []
     newest: StepRecord | None = None
     for item in items:
@@ -188,11 +192,14 @@ def write_telemetry(conn: Connection, run_pk: int, items: Sequence[Telemetry]) -
             checkpoints.append(_checkpoint_row(run_pk, item))
         elif isinstance(item, SystemSample):
             samples.append(item)
+        elif isinstance(item, RankCheckRecord):
+            rank_checks.append(_rank_check_row(run_pk, item))
     counts.steps = _insert_ignoring_duplicates(conn, Step, steps)
     counts.layer_steps = _insert_ignoring_duplicates(conn, LayerStep, layers)
     counts.histograms = _insert_ignoring_duplicates(conn, HistogramRow, hists)
     counts.validations = _insert_ignoring_duplicates(conn, Validation, validations)
     counts.checkpoints = _insert_ignoring_duplicates(conn, Checkpoint, checkpoints)
+    counts.rank_checks = _insert_ignoring_duplicates(conn, RankCheck, rank_checks)
     counts.system_samples = _write_system_samples(conn, run_pk, samples)
     if newest is not None:
         conn.execute(
@@ -330,6 +337,19 @@ def _checkpoint_row(run_pk: int, rec: CheckpointRecord) -> dict[str, Any]:
         "size_bytes": rec.size_bytes,
         "path": rec.path,
         "detail": rec.detail,
+    }
+
+
+def _rank_check_row(run_pk: int, rec: RankCheckRecord) -> dict[str, Any]:
+    return {
+        "run_pk": run_pk,
+        "step": rec.step,
+        "time": utc(rec.time),
+        "status": rec.status,
+        "ranks": list(rec.ranks),
+        "layers": list(rec.layers),
+        "detail": rec.detail,
+        "world_size": rec.world_size,
     }
 
 

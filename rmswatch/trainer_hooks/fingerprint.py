@@ -94,15 +94,23 @@ def _fmt(value: float | None) -> str:
     return "none" if value is None else f"{value:.9g}"
 
 
-def checksum(tensor: torch.Tensor) -> int:
-    """Sum of the tensor's bit patterns as signed integers, modulo 2**64 (exact, order-free)."""
+def bitsum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of the tensor's bit patterns as signed integers: a 0-d int64 on its device.
+
+    Wraps modulo 2**64 on overflow, the same on every device; no host synchronisation.
+    """
     flat = tensor.detach().reshape(-1)
     if flat.is_complex():
         flat = torch.view_as_real(flat).reshape(-1)
     if flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
     view = flat.view(_INT_VIEW[flat.element_size()]) if flat.is_floating_point() else flat
-    return int(torch.sum(view, dtype=torch.int64)) & _MASK64
+    return torch.sum(view, dtype=torch.int64)
+
+
+def checksum(tensor: torch.Tensor) -> int:
+    """`bitsum` as a Python int in [0, 2**64): exact, independent of reduction order."""
+    return int(bitsum(tensor)) & _MASK64
 
 
 def rms_state_key(optimizer: torch.optim.Optimizer) -> str | None:

@@ -25,11 +25,18 @@ from torch.utils.hooks import RemovableHandle
 
 from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.dispatch import Dispatcher, Sampler
+from rmswatch.trainer_hooks.distributed import (
+    DEFAULT_DESYNC_EVERY,
+    DEFAULT_TIMEOUT_SECONDS,
+    RankChecks,
+    refuse_sharded_parameters,
+)
 from rmswatch.trainer_hooks.records import (
     RMS_EDGES,
     RUN_STATUSES,
     CheckpointRecord,
     LayerInfo,
+    RankCheckRecord,
     RunInfo,
     RunStatus,
     StepRecord,
@@ -79,6 +86,8 @@ class Monitor:
     (intra-op threads for the CPU statistics; None keeps torch's setting), `chunk_bytes` (scratch
     size of the chunked CPU update-norm pass; 0 turns it off), `kernel` ("eager", or "compiled":
     the CPU norm pass as a torch.compile'd kernel, compiled at the first telemetry step).
+    Under torch.distributed: `desync_every` (compare the ranks' optimizer state every this many
+    steps; None turns it off) and `dist_timeout` (seconds, the telemetry gloo group's timeout).
     """
 
     def __init__(
@@ -104,6 +113,8 @@ class Monitor:
         stats_threads: int | None = None,
         chunk_bytes: int = 1 << 20,
         kernel: str = "eager",
+        desync_every: int | None = DEFAULT_DESYNC_EVERY,
+        dist_timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         self._adapter = adapter_for(optimizer)
         for name, value, low in (
@@ -117,6 +128,8 @@ class Monitor:
             _check_int("exact_every", exact_every, 1)
         if stats_threads is not None:
             _check_int("stats_threads", stats_threads, 1)
+        if desync_every is not None:
+            _check_int("desync_every", desync_every, 1)
         self._stats_threads = stats_threads
         if not isinstance(job, str) or not job:
             raise ValueError(f"job={job!r}: expected a non-empty string")
@@ -127,16 +140,30 @@ class Monitor:
         self._device = params[0].device if params else torch.device("cpu")
         self._cuda = self._device.type == "cuda"
         self._exact_every = exact_every or (1 if self._cuda else DEFAULT_EXACT_EVERY_CPU)
+        slots = _slots(optimizer, model)
+        refuse_sharded_parameters([s.param for s in slots], [s.name for s in slots])
         self._engine = StatsEngine(
             self._adapter,
             optimizer,
-            _slots(optimizer, model),
+            slots,
             device=self._device,
             sample_size=sample_size,
             sample_seed=sample_seed,
             chunk_bytes=chunk_bytes,
             kernel=kernel,
         )
+        # torch.distributed: a telemetry group of its own, the agreed run_id, the desync check
+        self._ranks = RankChecks.join(
+            optimizer,
+            [s.name for s in slots],
+            [s.param for s in slots],
+            desync_every=desync_every,
+            timeout=dist_timeout,
+            clock=clock,
+        )
+        if run_id is None and self._ranks is not None:
+            run_id = self._ranks.agree_run_id(uuid.uuid4().hex)
+        self._rank_checks: deque[RankCheckRecord] = deque(maxlen=keep_records)
         self._run_info = self._build_run_info(job, run_id, labels, rank, world_size)
         self._records: deque[StepRecord] = deque(maxlen=keep_records)
         self._pending: deque[_Pending] = deque()
@@ -202,6 +229,16 @@ class Monitor:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def rank_checks(self) -> list[RankCheckRecord]:
+        """Completed cross-rank desync checks (torch.distributed only; see docs/hooks.md)."""
+        return list(self._rank_checks)
+
+    @property
+    def desync_checks_stopped(self) -> str | None:
+        """Why the desync checks stopped (ranks stepping unevenly), None while they run."""
+        return self._ranks.stopped if self._ranks is not None else None
+
     # -- hooks ---------------------------------------------------------------------------------
 
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -214,6 +251,8 @@ class Monitor:
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._step += 1
+        if self._ranks is not None:
+            self._rank_checked(self._ranks.after_step(self._step))
         now = time.perf_counter()
         step_seconds = None if self._last_step_end is None else now - self._last_step_end
         self._last_step_end = now
@@ -337,6 +376,8 @@ class Monitor:
             handle.remove()
         self._handles.clear()
         self._complete(wait=True)
+        if self._ranks is not None:
+            self._rank_checked(self._ranks.close())
         self._closed = True
         if self._dispatcher is not None:
             self._dispatcher.close(RunStatus(self._clock(), status, detail), timeout)  # type: ignore[arg-type]
@@ -367,6 +408,12 @@ class Monitor:
                 stacklevel=3,
             )
         return self._closed
+
+    def _rank_checked(self, records: list[RankCheckRecord]) -> None:
+        for record in records:
+            self._rank_checks.append(record)
+            if self._run_info.rank == 0:  # every rank sees the same gather; one reports it
+                self._offer(record)
 
     def _offer(self, item: Telemetry) -> None:
         if self._dispatcher is not None:

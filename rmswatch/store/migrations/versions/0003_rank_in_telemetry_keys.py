@@ -1,8 +1,9 @@
-"""Rank in the telemetry keys: every rank of a distributed job writes into the same run.
+"""Rank in the telemetry keys, and the rank_checks table (cross-rank optimizer-state checks).
 
 Adds `rank` (0 for rows already there) to steps, layer_steps and histograms and makes it part
 of their uniqueness keys, so that rank 1's step 10 no longer collides with rank 0's and is
 dropped by ON CONFLICT DO NOTHING. A column another revision already added is kept as it is.
+`rank_checks` holds the desync checks a distributed run's rank 0 reports.
 
 Revision ID: 0003_rank
 Revises: 0002
@@ -36,6 +37,23 @@ _KEYS = {
 
 
 def upgrade() -> None:
+    op.create_table(
+        "rank_checks",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("run_pk", sa.Integer(), nullable=False),
+        sa.Column("step", sa.BigInteger(), nullable=False),
+        sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("ranks", sa.JSON(), nullable=False),
+        sa.Column("layers", sa.JSON(), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("world_size", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["run_pk"], ["runs.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("run_pk", "step", name="uq_rank_checks_run_step"),
+    )
+    with op.batch_alter_table("rank_checks", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_rank_checks_run_pk"), ["run_pk"], unique=False)
     inspector = sa.inspect(op.get_bind())
     for table, (old, new, columns) in _KEYS.items():
         have = {c['name'] for c in inspector.get_columns(table)}
@@ -49,6 +67,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("rank_checks")
     # Rows of ranks other than 0 can't be kept under the old keys.
     for table, (old, new, columns) in _KEYS.items():
         op.execute(sa.text(f'DELETE FROM {table} WHERE rank <> 0'))
