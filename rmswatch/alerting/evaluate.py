@@ -31,6 +31,7 @@ from rmswatch.alerting.slo import (
 from rmswatch.alerting.spec import PER_STEP_KINDS, SloSpec, burn_policy, effective_slos
 from rmswatch.config import Config, runbook_url
 from rmswatch.store.queries import alerts_sli as q
+from rmswatch.store.queries import ranks as rank_q
 
 SLO_ALERTNAME = "SloErrorBudgetBurn"
 SLO_STEPS_ALERTNAME = "SloErrorBudgetBurnSteps"
@@ -322,6 +323,8 @@ class Evaluator:
             q.validations(self.engine, pks),
             q.checkpoint_failures(self.engine, pks, checkpoint_since),
             now,
+            loads=rank_q.latest_checkpoint_loads(self.engine, pks),
+            rank_checks=rank_q.latest_rank_checks(self.engine, pks),
         )
         by_pk = {int(r["run_pk"]): r for r in runs.to_dict("records")}
         signals = []
@@ -479,6 +482,14 @@ _RULE_DESCRIPTIONS = {
     "grad_norm_variance": "Gradient-norm variance left the range of its recent windows.",
     "eff_lr_jump": "The mean effective learning rate jumped between consecutive windows.",
     "checkpoint_failures": "Checkpoint saves are failing: a crash now would lose progress.",
+    "resume_mismatch": (
+        "The run resumed from a checkpoint that was refused or does not reproduce its saved "
+        "optimizer state: it is not continuing the training it claims to."
+    ),
+    "optimizer_desync": (
+        "The ranks of a distributed run hold different optimizer state (square_avg or "
+        "parameters): they are no longer training one model."
+    ),
 }
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from rmswatch.alerting import prom_names as m
 from rmswatch.alerting.evaluate import SLO_ALERTNAME
-from rmswatch.alerting.health import RULE_ALERTNAMES
+from rmswatch.alerting.health import RULE_ALERTNAMES, STORE_ONLY_RULES
 from rmswatch.alerting.spec import BurnWindow, SloSpec, burn_policy, effective_slos, format_duration
 from rmswatch.config import Config, ConfigError, load_config, runbook_url
 
@@ -241,7 +241,7 @@ def health_alerts(config: Config) -> list[dict[str, Any]]:
     alerts = []
     for name, alertname in RULE_ALERTNAMES.items():
         rule = getattr(h, name)
-        if not rule.enabled:
+        if not rule.enabled or name in STORE_ONLY_RULES:
             continue
         alert: dict[str, Any] = {"alert": alertname, "expr": exprs[name]}
         if rule.for_ > 0:

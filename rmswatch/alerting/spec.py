@@ -271,6 +271,14 @@ class CheckpointFailuresRule(_Rule):
     min_failures: int = Field(ge=1)
 
 
+class ResumeMismatchRule(_Rule):
+    """Active while a run's newest checkpoint load failed or its resume fidelity mismatched."""
+
+
+class OptimizerDesyncRule(_Rule):
+    """Active while a distributed run's newest cross-rank check found ranks' state differing."""
+
+
 _HEALTH_FIELDS = (
     "nonfinite",
     "divergence",
@@ -279,6 +287,8 @@ _HEALTH_FIELDS = (
     "grad_norm_variance",
     "eff_lr_jump",
     "checkpoint_failures",
+    "resume_mismatch",
+    "optimizer_desync",
 )
 
 
@@ -309,6 +319,12 @@ class HealthConfig(_Strict):
     eff_lr_jump: EffLrJumpRule = Field(default_factory=lambda: _default_rule("eff_lr_jump"))
     checkpoint_failures: CheckpointFailuresRule = Field(
         default_factory=lambda: _default_rule("checkpoint_failures")
+    )
+    resume_mismatch: ResumeMismatchRule = Field(
+        default_factory=lambda: _default_rule("resume_mismatch")
+    )
+    optimizer_desync: OptimizerDesyncRule = Field(
+        default_factory=lambda: _default_rule("optimizer_desync")
     )
 
     @model_validator(mode="before")
