@@ -24,7 +24,7 @@ system-deps:
 	@bash scripts/install-system-deps.sh
 
 demo: $(STAMP)
-	$(VENV)/bin/rmswatch demo
+	$(VENV)/bin/rmswatch demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -126,7 +126,7 @@ def main() -> int:
         from rmswatch.app.downsample import downsample_frame
         from rmswatch.app.pages import oncall as oncall_page
         from rmswatch.app.views import oncall
-        from rmswatch.store.queries import views as queries
+        from rmswatch.store import queries
 
         def downsampled():  # type: ignore[no-untyped-def]
             return oncall_page.run_figures("big")[:4]

@@ -212,8 +212,10 @@ def exact_step_cost(args: argparse.Namespace) -> dict[str, float]:
         mon.close()
     # What the hooks keep between steps: sample indices and the reusable scratch buffers.
     kept = [s.sample for s in engine.slots if s.sample is not None]
-    kept += [t for pair in engine._scratch.values() for t in pair]
-    kept += [engine._idx_scratch] if engine._idx_scratch is not None else []
+    fused = engine.fused
+    if fused is not None:
+        kept += [t for pair in fused._scratch.values() for t in pair]
+        kept += [fused._idx_scratch] if fused._idx_scratch is not None else []
     out["held_bytes"] = float(sum(t.numel() * t.element_size() for t in kept))
     out["state_bytes"] = float(
         sum(t.numel() * t.element_size() for st in opt.state.values() for t in st.values())

@@ -1,7 +1,8 @@
 """rmswatch: SRE-grade observability for PyTorch training jobs.
 
 The whole public API fits on one screen: `watch()` attaches a `Monitor` to an optimizer, and the
-monitor produces `StepRecord`s (with per-layer `LayerStats` and RMS `Histogram`s).
+monitor produces `StepRecord`s (with per-layer `LayerStats` and RMS `Histogram`s). Every error
+rmswatch raises on purpose is a `RmswatchError` (`CheckpointError` is one).
 
 Names are imported on first use, so the server, the store and the CLI never pay for importing
 torch; `import rmswatch; rmswatch.watch(...)` works as usual.
@@ -13,9 +14,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rmswatch._validation import CheckpointError, RmswatchError
     from rmswatch._watch import watch
     from rmswatch.checkpoint import (
-        CheckpointError,
         CheckpointInfo,
         Fidelity,
         load_checkpoint,
@@ -33,6 +34,7 @@ __all__ = [
     "Histogram",
     "LayerStats",
     "Monitor",
+    "RmswatchError",
     "StepRecord",
     "__version__",
     "load_checkpoint",
@@ -41,12 +43,13 @@ __all__ = [
 ]
 
 _LAZY = {
+    "CheckpointError": "rmswatch._validation",
+    "RmswatchError": "rmswatch._validation",
     "watch": "rmswatch._watch",
     "Monitor": "rmswatch.trainer_hooks.monitor",
     "Histogram": "rmswatch.trainer_hooks.records",
     "LayerStats": "rmswatch.trainer_hooks.records",
     "StepRecord": "rmswatch.trainer_hooks.records",
-    "CheckpointError": "rmswatch.checkpoint",
     "CheckpointInfo": "rmswatch.checkpoint",
     "Fidelity": "rmswatch.checkpoint",
     "load_checkpoint": "rmswatch.checkpoint",

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rmswatch._limits import check_int, check_labels, check_text
 from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.monitor import Monitor
 from rmswatch.trainer_hooks.records import RunStatus, Telemetry
+from rmswatch.trainer_hooks.screen import check_job, check_run_id
 from rmswatch.trainer_hooks.sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -51,21 +54,24 @@ def watch(
     `layer_distributions`; see docs/metrics.md).
     Remaining keyword arguments go to `Monitor` (see its docstring).
     """
-    # Refuse an optimizer we can't read before anything binds a port or opens a store.
+    # Refuse an optimizer we can't read, or names no store accepts, before anything binds a
+    # port or opens a store.
     adapter_for(optimizer)
+    check_job(job)
+    if run_id is not None:
+        check_run_id(run_id)
+    labels = check_labels("labels", labels)
+    if prometheus_port is not None:
+        check_int("prometheus_port", prometheus_port, 0, 65535)
+        check_text("prometheus_host", prometheus_host, 253)
     built: list[Sink] = []
     try:
         if store is not None:
             built.append(_store_sink(store, flush_interval, token))
         if prometheus_port is not None:
-            from rmswatch.collectors.prometheus import PrometheusSink
-
             built.append(
-                PrometheusSink(
-                    port=prometheus_port,
-                    host=prometheus_host,
-                    registry=registry,
-                    **dict(prometheus_options or {}),
+                _prometheus_sink(
+                    prometheus_port, prometheus_host, registry, dict(prometheus_options or {})
                 )
             )
         all_sinks = [*sinks, *built]
@@ -103,18 +109,49 @@ def _discard(sinks: Iterable[Sink]) -> None:
             log.debug("closing %r after a failed watch() raised", sink, exc_info=True)
 
 
+def _prometheus_sink(
+    port: int, host: str, registry: CollectorRegistry | None, options: dict[str, Any]
+) -> Sink:
+    from rmswatch.collectors.prometheus import PrometheusSink
+
+    try:
+        return PrometheusSink(port=port, host=host, registry=registry, **options)
+    except OSError as exc:
+        # the bare errno says neither which address nor which argument
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, socket.gaierror):
+            reason = f"prometheus_host={host!r} does not resolve ({reason})"
+        raise OSError(
+            exc.errno,
+            f"prometheus_port={port}: cannot listen on {host}:{port}: {reason}; "
+            "pick another port, or prometheus_port=None for no exporter",
+        ) from exc
+
+
+STORE_URL_HELP = (
+    "expected sqlite:///relative/file.db or sqlite:////absolute/file.db, "
+    "postgresql+psycopg://user@host:5432/db, or the rmswatch server's http(s)://host:8050 URL"
+)
+
+
 def _store_sink(store: str, flush_interval: float, token: str | None) -> Sink:
     if not isinstance(store, str) or not store:
-        raise ValueError(
-            f"store={store!r}: expected a SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)"
-            " or the rmswatch server's http(s):// URL"
-        )
+        raise ValueError(f"store={store!r}: {STORE_URL_HELP}")
     if store.startswith(("http://", "https://")):
         from rmswatch.collectors.http_shipper import HttpShipper
 
         return HttpShipper(
             store, token=token or os.environ.get("RMSWATCH_TOKEN"), flush_interval=flush_interval
         )
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(store).get_backend_name()
+    except ArgumentError:
+        raise ValueError(f"store={store!r} is not a store URL; {STORE_URL_HELP}") from None
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"store={store!r}: {backend!r} is not a supported store; {STORE_URL_HELP}")
     from rmswatch.collectors.store_writer import StoreWriter
 
     return StoreWriter(store, flush_interval=flush_interval)

@@ -41,18 +41,7 @@ from rmswatch.trainer_hooks.fingerprint import (
 if TYPE_CHECKING:
     from rmswatch.trainer_hooks.monitor import Monitor
 
-try:  # the project's error tree (rmswatch/_validation.py); until it lands, the same shape here
-    from rmswatch._validation import CheckpointError
-except ImportError:  # pragma: no cover - removed once _validation.py is on main
-
-    class CheckpointError(Exception):  # type: ignore[no-redef]
-        """A checkpoint that can't be saved or loaded; `path` is the file, `reason` says why."""
-
-        def __init__(self, path: str, reason: str) -> None:
-            self.path = str(path)
-            self.reason = reason
-            super().__init__(f"{self.path}: {reason}")
-
+from rmswatch._validation import CheckpointError as CheckpointError
 
 SCHEMA_VERSION = 1
 MAGIC = b"RMSWATCH-CKPT-1\n"

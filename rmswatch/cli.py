@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from rmswatch._ports import port_number
+
 DEFAULT_DB = "sqlite:///rmswatch.db"
 
 # command -> (module, function); the function takes the parsed arguments as keywords
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmswatch", description="Observe and operate PyTorch training jobs."
     )
+    parser.add_argument("--version", action="version", version=f"rmswatch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="dashboard + ingest API + alert scheduler")
@@ -38,17 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", dest="config_path", default=None, help="YAML config file")
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 8050)")
+    serve.add_argument("--port", type=port_number, default=None, help="port (default 8050)")
     serve.add_argument(
         "--no-scheduler",
         dest="scheduler",
         action="store_false",
         help="no alert evaluation",
     )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without server.auth (prints a warning)",
+    )
 
     demo = sub.add_parser("demo", help="real trainings + server + alerts on one laptop")
     demo.add_argument("--quick", action="store_true", help="short scenarios; exit when done")
-    demo.add_argument("--port", type=int, default=8050)
+    demo.add_argument("--port", type=port_number, default=8050, help="dashboard port")
     demo.add_argument("--dir", dest="workdir", default="rmswatch-demo", help="demo files go here")
 
     rules = sub.add_parser("rules", help="write Prometheus recording and alerting rules")
@@ -101,10 +109,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _version() -> str:
+    from rmswatch import __version__
+
+    return __version__
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from rmswatch._validation import RmswatchError
     from rmswatch.config import ConfigError
 
-    return (ConfigError,)
+    return (ConfigError, RmswatchError)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from rmswatch._validation import ConfigError as ConfigError
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -31,10 +33,49 @@ class BasicAuth(_Strict):
     password_env: str = "RMSWATCH_BASIC_AUTH_PASSWORD"
 
 
+# where a trusted header is believed when `trusted_proxies` is not given: a proxy on this host
+LOOPBACK_PROXIES = ("127.0.0.0/8", "::1/128")
+
+
+def _check_cidr(value: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP network; expected CIDR like 10.0.0.0/8 or 192.168.1.5/32"
+        ) from None
+    return value
+
+
 class AuthConfig(_Strict):
+    """Who may see the pages; see docs/operations.md, "Security"."""
+
     basic: BasicAuth | None = None
     # trust a reverse proxy's authenticated-user header (e.g. X-Forwarded-User) instead
-    trusted_header: str | None = None
+    trusted_header: Annotated[str, Field(min_length=1)] | None = None
+    # the header is believed only from these source networks (the proxy's address)
+    trusted_proxies: tuple[Annotated[str, AfterValidator(_check_cidr)], ...] | None = None
+
+    @model_validator(mode="after")
+    def _header_needs_its_proxies(self) -> AuthConfig:
+        if self.trusted_header is None:
+            if self.trusted_proxies is not None:
+                raise ValueError("trusted_proxies is set but trusted_header is not")
+            return self
+        if self.trusted_proxies is None:
+            if self.basic is not None:
+                # with basic auth beside it, anyone reaching the port could send the header
+                raise ValueError(
+                    f"basic auth with trusted_header {self.trusted_header!r} needs "
+                    "trusted_proxies: [CIDR, ...], the reverse proxy's source addresses; "
+                    "without it anyone could send the header and skip the password"
+                )
+            object.__setattr__(self, "trusted_proxies", LOOPBACK_PROXIES)
+        elif not self.trusted_proxies:
+            raise ValueError("trusted_proxies is empty: name the reverse proxy's networks")
+        return self
 
 
 class IngestConfig(_Strict):
@@ -78,15 +119,6 @@ class StoreConfig(_Strict):
 
 class CostConfig(_Strict):
     gpu_hour_usd: float = Field(default=2.5, ge=0)
-
-
-class ConfigError(ValueError):
-    """A config file that can't be used; the message names file, key, value and what's accepted."""
-
-    def __init__(self, path: str, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        super().__init__(f"{path}: invalid config\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def format_validation_error(error: ValidationError) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import os
 import signal
 import sys
@@ -23,12 +24,13 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from rmswatch.config import Config, load_config
+from rmswatch.config import Config, ConfigError, load_config
 
 # package data, so an installed wheel serves them too
 RUNBOOK_DIR = Path(__file__).resolve().parent / "runbooks"
-# the ingest API has its own bearer token; the browser never calls it
-UNAUTHENTICATED_PREFIXES = ("/api/v1/ingest", "/healthz")
+# the ingest API has its own bearer token; the browser never calls it. Matched exactly.
+UNAUTHENTICATED_PATHS = frozenset({"/api/v1/ingest", "/healthz"})
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass
@@ -42,8 +44,19 @@ class Server:
     scheduler: Any = None
     _http: BaseWSGIServer | None = field(default=None, repr=False)
 
-    def serve_forever(self, host: str, port: int) -> None:
+    def bind(self, host: str, port: int) -> None:
+        """Take the port now (PortInUseError names its holder), so "serving" is never printed
+        for a socket that isn't ours."""
+        from rmswatch._ports import ensure_free
+
+        ensure_free(host, port)  # werkzeug's make_server would sys.exit(1) on a taken port
         self._http = make_server(host, port, self.flask, threaded=True)
+
+    def serve_forever(self, host: str | None = None, port: int | None = None) -> None:
+        if self._http is None:
+            assert host is not None and port is not None, "bind() first or pass host and port"
+            self.bind(host, port)
+        assert self._http is not None
         self._http.serve_forever()
 
     def start_in_thread(self, host: str, port: int) -> threading.Thread:
@@ -109,39 +122,61 @@ def _install_auth(server: flask.Flask, config: Config, environ: Mapping[str, str
     auth = config.server.auth
     if auth.basic is None and auth.trusted_header is None:
         return
-    password = ""
+    username = password = b""
     if auth.basic is not None:
-        password = environ.get(auth.basic.password_env, "")
-        if not password:
-            raise RuntimeError(
-                f"server.auth.basic is configured but ${auth.basic.password_env} is empty; "
-                "set the password in that environment variable"
+        secret = environ.get(auth.basic.password_env, "")
+        if not secret:
+            raise ConfigError(
+                "server.auth.basic",
+                [
+                    f"basic auth is configured but ${auth.basic.password_env} is empty; "
+                    "set the password in that environment variable"
+                ],
             )
+        # bytes: hmac.compare_digest refuses non-ASCII str, and browsers send UTF-8
+        username, password = auth.basic.username.encode(), secret.encode()
+    proxies = tuple(ipaddress.ip_network(n, strict=False) for n in auth.trusted_proxies or ())
 
     @server.before_request
     def _require_auth() -> Any:
-        if flask.request.path.startswith(UNAUTHENTICATED_PREFIXES):
+        # exact paths: "/healthzfoo" or "/healthz/../oncall" are pages like any other
+        if flask.request.path in UNAUTHENTICATED_PATHS:
             return None
-        if auth.trusted_header is not None and flask.request.headers.get(auth.trusted_header):
+        if (
+            auth.trusted_header is not None
+            and flask.request.headers.get(auth.trusted_header)
+            and _from_any(flask.request.remote_addr, proxies)
+        ):
             return None
         if auth.basic is not None and _basic_ok(
-            flask.request.headers.get("Authorization", ""), auth.basic.username, password
+            flask.request.headers.get("Authorization", ""), username, password
         ):
             return None
         if auth.basic is not None:
             return flask.Response(
-                "authentication required\n", 401, {"WWW-Authenticate": 'Basic realm="rmswatch"'}
+                "authentication required\n",
+                401,
+                {"WWW-Authenticate": 'Basic realm="rmswatch", charset="UTF-8"'},
             )
-        return flask.Response(f"missing {auth.trusted_header} header from the proxy\n", 403)
+        return flask.Response(f"missing {auth.trusted_header} header from a trusted proxy\n", 403)
 
 
-def _basic_ok(header: str, username: str, password: str) -> bool:
+def _from_any(address: str | None, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def _basic_ok(header: str, username: bytes, password: bytes) -> bool:
     if not header.startswith("Basic "):
         return False
     try:
-        user, _, given = base64.b64decode(header[6:]).decode("utf-8").partition(":")
-    except (ValueError, UnicodeDecodeError):
+        user, _, given = base64.b64decode(header[6:], validate=True).partition(b":")
+    except ValueError:
         return False
+    # both comparisons always run: the time taken doesn't say which half was wrong
     return hmac.compare_digest(user, username) & hmac.compare_digest(given, password)
 
 
@@ -153,6 +188,39 @@ def _mount_ingest(
     token = environ.get(config.server.ingest.token_env, "")
     server.register_blueprint(
         create_blueprint(engine, token=token, max_batch_bytes=config.server.ingest.max_batch_bytes)
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, "localhost")."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_exposure(host: str, config: Config, *, insecure: bool) -> None:
+    """Refuse to serve the pages without auth on an address other machines can reach."""
+    auth = config.server.auth
+    if is_loopback(host) or auth.basic is not None or auth.trusted_header is not None:
+        return
+    if insecure:
+        print(
+            f"rmswatch serve: WARNING: serving {host} without authentication (--insecure); "
+            "anyone who reaches this port sees every run and can silence alerts",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    raise ConfigError(
+        "server.auth",
+        [
+            f"refusing to bind {host} without authentication: configure server.auth "
+            "(basic or trusted_header, see docs/operations.md#security), bind 127.0.0.1, "
+            "or pass --insecure"
+        ],
     )
 
 
@@ -180,14 +248,29 @@ def serve(
     host: str | None,
     port: int | None,
     scheduler: bool = True,
+    insecure: bool = False,
 ) -> int:
-    """`rmswatch serve`: run until interrupted. Binds 127.0.0.1:8050 unless told otherwise."""
+    """`rmswatch serve`: run until interrupted. Binds 127.0.0.1:8050 unless told otherwise.
+
+    A non-loopback address without `server.auth` is refused unless `insecure`: the pages show
+    every run, postmortem and alert, and the on-call page can create silences.
+    """
     config = load_config(config_path)
     url = db_url or config.store.url or "sqlite:///rmswatch.db"
     bind_host = host or config.server.host
     bind_port = port or config.server.port
+    check_exposure(bind_host, config, insecure=insecure)
+    from rmswatch._ports import ensure_free
+
+    ensure_free(bind_host, bind_port)  # before the store is opened or the scheduler started
     engine = _open_engine(url)
     server = build_server(config, engine, start_scheduler=scheduler)
+    try:
+        server.bind(bind_host, bind_port)
+    except BaseException:
+        server.shutdown()
+        engine.dispose()
+        raise
     print(
         f"rmswatch serving http://{bind_host}:{bind_port}/ (store {engine.url!r})",
         file=sys.stderr,
@@ -196,7 +279,7 @@ def serve(
     # SIGTERM (systemd, Kubernetes, the demo) stops like Ctrl-C: scheduler, then HTTP server
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        server.serve_forever(bind_host, bind_port)
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:

@@ -23,6 +23,7 @@ def test_the_public_names_are_the_architecture_contract() -> None:
         "Histogram",
         "LayerStats",
         "Monitor",
+        "RmswatchError",
         "StepRecord",
         "__version__",
         "load_checkpoint",

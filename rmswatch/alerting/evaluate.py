@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from rmswatch.alerting import health as health_rules
+from rmswatch.alerting import store_inputs as q
 from rmswatch.alerting.signals import Signal
 from rmswatch.alerting.slo import (
     COARSE_FACTOR,
@@ -29,12 +30,11 @@ from rmswatch.alerting.slo import (
     window_buckets,
 )
 from rmswatch.alerting.spec import PER_STEP_KINDS, SloSpec, burn_policy, effective_slos
+from rmswatch.alerting.texts import RULE_DESCRIPTIONS as _RULE_DESCRIPTIONS
+from rmswatch.alerting.texts import SLO_ALERTNAME as SLO_ALERTNAME
+from rmswatch.alerting.texts import SLO_STEPS_ALERTNAME as SLO_STEPS_ALERTNAME
 from rmswatch.config import Config, runbook_url
-from rmswatch.store.queries import alerts_sli as q
-from rmswatch.store.queries import ranks as rank_q
 
-SLO_ALERTNAME = "SloErrorBudgetBurn"
-SLO_STEPS_ALERTNAME = "SloErrorBudgetBurnSteps"
 # the on-call link covers this much before the alert and a little after
 DASHBOARD_BEFORE_SECONDS = 3600.0
 DASHBOARD_AFTER_SECONDS = 900.0
@@ -323,8 +323,8 @@ class Evaluator:
             q.validations(self.engine, pks),
             q.checkpoint_failures(self.engine, pks, checkpoint_since),
             now,
-            loads=rank_q.latest_checkpoint_loads(self.engine, pks),
-            rank_checks=rank_q.latest_rank_checks(self.engine, pks),
+            loads=q.latest_checkpoint_loads(self.engine, pks),
+            rank_checks=q.latest_rank_checks(self.engine, pks),
         )
         by_pk = {int(r["run_pk"]): r for r in runs.to_dict("records")}
         signals = []
@@ -472,25 +472,6 @@ class Evaluator:
         if ids is None:
             ids = self._url_ids[(job, run_id)] = f"job={quote_plus(job)}&run={quote_plus(run_id)}"
         return f"{base}/oncall?{ids}&{self._url_time[1]}"
-
-
-_RULE_DESCRIPTIONS = {
-    "nonfinite": "The loss or gradients hold NaN/Inf values: the run's updates are garbage.",
-    "divergence": "The loss has stayed far above its recent median for several steps.",
-    "stalled": "The run is marked running but has logged no step for too long.",
-    "validation_regression": "Validation loss has got worse than its best for several checks.",
-    "grad_norm_variance": "Gradient-norm variance left the range of its recent windows.",
-    "eff_lr_jump": "The mean effective learning rate jumped between consecutive windows.",
-    "checkpoint_failures": "Checkpoint saves are failing: a crash now would lose progress.",
-    "resume_mismatch": (
-        "The run resumed from a checkpoint that was refused or does not reproduce its saved "
-        "optimizer state: it is not continuing the training it claims to."
-    ),
-    "optimizer_desync": (
-        "The ranks of a distributed run hold different optimizer state (square_avg or "
-        "parameters): they are no longer training one model."
-    ),
-}
 
 
 def _bad_steps(spec: SloSpec, tails: pd.DataFrame, kinds: tuple[str, ...]) -> pd.Series:

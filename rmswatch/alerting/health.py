@@ -1,6 +1,6 @@
 """Training-health rules over each running run's recent steps: one verdict per (rule, run).
 
-Pure functions of DataFrames (from `rmswatch.store.queries.alerts_sli`); step-based windows
+Pure functions of DataFrames (from `rmswatch.alerting.store_inputs`); step-based windows
 count telemetry rows (one per `every` optimizer steps), newest last.
 """
 
@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from rmswatch.alerting.spec import HealthConfig
+from rmswatch.alerting.texts import RULE_ALERTNAMES as RULE_ALERTNAMES
 
 
 @dataclass(frozen=True)
@@ -22,21 +23,6 @@ class Verdict:
     active: bool
     value: float | None
     summary: str
-
-
-RULE_ALERTNAMES = {
-    "nonfinite": "TrainingNonFinite",
-    "divergence": "TrainingLossDivergence",
-    "stalled": "TrainingStalled",
-    "validation_regression": "ValidationLossRegression",
-    "grad_norm_variance": "GradNormVarianceOutOfRange",
-    "eff_lr_jump": "EffectiveLrJump",
-    "checkpoint_failures": "CheckpointSaveFailures",
-    "resume_mismatch": "CheckpointResumeMismatch",
-    "optimizer_desync": "OptimizerStateDesync",
-}
-# Rules evaluated from store rows that have no Prometheus series; rulegen leaves them out.
-STORE_ONLY_RULES = frozenset({"resume_mismatch", "optimizer_desync"})
 
 
 def rows_needed(config: HealthConfig) -> int:

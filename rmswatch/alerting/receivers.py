@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from rmswatch._validation import DeliveryError as DeliveryError
 from rmswatch.alerting.routing_config import ReceiverConfig, display_url
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,6 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 # (url, body, headers, timeout_seconds) -> HTTP status; raises OSError-like errors when down
 Transport = Callable[[str, bytes, Mapping[str, str], float], int]
-
-
-class DeliveryError(Exception):
-    """A notification was not accepted; the message never contains a secret or the body."""
 
 
 def requests_transport(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:

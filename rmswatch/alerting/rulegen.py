@@ -17,9 +17,13 @@ from typing import Any
 import yaml
 
 from rmswatch.alerting import prom_names as m
-from rmswatch.alerting.evaluate import SLO_ALERTNAME
-from rmswatch.alerting.health import RULE_ALERTNAMES, STORE_ONLY_RULES
 from rmswatch.alerting.spec import BurnWindow, SloSpec, burn_policy, effective_slos, format_duration
+from rmswatch.alerting.texts import (
+    RULE_ALERTNAMES,
+    RULE_DESCRIPTIONS,
+    SLO_ALERTNAME,
+    STORE_ONLY_RULES,
+)
 from rmswatch.config import Config, ConfigError, load_config, runbook_url
 
 # Prometheus has no step axis: the step-count windows of the health rules become these durations
@@ -236,8 +240,6 @@ def health_alerts(config: Config) -> list[dict[str, Any]]:
             f" >= {h.checkpoint_failures.min_failures}"
         ),
     }  # fmt: skip
-    from rmswatch.alerting.evaluate import _RULE_DESCRIPTIONS
-
     alerts = []
     for name, alertname in RULE_ALERTNAMES.items():
         rule = getattr(h, name)
@@ -250,7 +252,7 @@ def health_alerts(config: Config) -> list[dict[str, Any]]:
         alert["annotations"] = _annotations(
             config,
             f"{{{{ $labels.job }}}} run {{{{ $labels.run_id }}}}: {alertname}",
-            _RULE_DESCRIPTIONS[name],
+            RULE_DESCRIPTIONS[name],
             rule.runbook,
             run=True,
         )

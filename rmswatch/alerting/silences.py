@@ -143,8 +143,10 @@ def silence_command(
 ) -> int:
     """`rmswatch silence add|list|expire`; prints what it did, returns the exit code."""
     from rmswatch.alerting.scheduler import open_store
+    from rmswatch.store.existing import open_existing_store
 
-    engine = open_store(db_url)
+    # listing only reads: a mistyped --db must not leave an empty store behind
+    engine = open_existing_store(db_url) if action == "list" else open_store(db_url)
     moment = utc(now or utcnow())
     try:
         if action == "add":

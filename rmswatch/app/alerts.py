@@ -1,6 +1,6 @@
 """The app's window onto alert state: active alerts, a run's alerts, silences, acknowledgements.
 
-Alert state belongs to `rmswatch.alerting` and its queries in `rmswatch.store.queries.alerts`;
+Alert state belongs to `rmswatch.alerting` and its queries in `rmswatch.store.queries`;
 this module adapts them to the columns the views use (ALERT_COLUMNS).
 """
 
@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from rmswatch.alerting import lifecycle, silences
-from rmswatch.store.queries import alerts as alert_queries
+from rmswatch.store import queries as alert_queries
 
 ALERT_COLUMNS = [
     "fingerprint",

@@ -11,6 +11,7 @@ from dash import Dash, Input, Output, dcc, html
 
 from rmswatch.app import alerts
 from rmswatch.app.context import AppContext, attach, current
+from rmswatch.app.failures import callback_failed
 
 HERE = Path(__file__).resolve().parent
 NAV_ORDER = ("/oncall", "/executive", "/slo", "/debug", "/postmortem")
@@ -29,6 +30,8 @@ def create_app(context: AppContext, *, server: flask.Flask | None = None) -> Das
         title="rmswatch",
         update_title=None,  # type: ignore[arg-type]  # None: keep the title while updating
         suppress_callback_exceptions=True,
+        # a failing callback shows an error panel naming it, never a blank panel
+        on_error=callback_failed,
     )
     app.layout = _layout(context)
     _register_shell_callbacks(app)

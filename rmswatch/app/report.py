@@ -7,7 +7,6 @@ Text from the training job is escaped; plotly.js is inlined once so the file ope
 from __future__ import annotations
 
 import html
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from rmswatch.app import alerts
 from rmswatch.app.downsample import downsample_frame
 from rmswatch.app.views import oncall, postmortem
 from rmswatch.app.views.common import iso
-from rmswatch.store.queries import views as queries
+from rmswatch.store import queries
 
 
 @dataclass(frozen=True)
@@ -154,15 +153,18 @@ last step {esc(_text(run.get("last_step")))} · optimizer {esc(str(run.get("opti
 
 
 def report_command(db_url: str, run_id: str, output: str | None) -> int:
-    """`rmswatch report --db URL --run ID [-o FILE]`: write the HTML postmortem of a run."""
-    from rmswatch.store.engine import make_engine
+    """`rmswatch report --db URL --run ID [-o FILE]`: write the HTML postmortem of a run.
 
-    engine = make_engine(db_url)
+    Reads only: a missing store is an error, never an empty new one."""
+    from rmswatch.store.existing import StoreNotFoundError, open_existing_store
+
+    engine = open_existing_store(db_url, argument="--db")
     try:
         data = postmortem_data(engine, run_id)
         if data is None:
-            print(f"rmswatch report: no run {run_id!r} in {db_url}", file=sys.stderr)
-            return 1
+            newest = queries.runs(engine).head(5)["run_id"].tolist()
+            known = f"newest runs: {', '.join(newest)}" if newest else "the store has no runs"
+            raise StoreNotFoundError(f"--run {run_id!r}: no such run in this store ({known})")
         path = Path(output or f"{run_id}.html")
         path.write_text(build_report_html(data), encoding="utf-8")
         print(f"wrote {path}")

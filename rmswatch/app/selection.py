@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine
 
-from rmswatch.store.queries import views as queries
+from rmswatch.store import queries
 
 
 @dataclass(frozen=True)

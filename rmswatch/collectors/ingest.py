@@ -50,6 +50,13 @@ def create_blueprint(engine: Engine, *, token: str | None, max_batch_bytes: int)
     blueprint = Blueprint("rmswatch_ingest", __name__)
     expected = f"Bearer {token}".encode() if token else None
 
+    # without this the Dash catch-all route answers a GET here with the dashboard shell
+    @blueprint.route(INGEST_PATH, methods=["GET", "PUT", "PATCH", "DELETE"])
+    def wrong_method() -> Response:
+        response = _error(405, "method not allowed", detail="the ingest API accepts POST only")
+        response.headers["Allow"] = "POST"
+        return response
+
     @blueprint.post(INGEST_PATH)
     def ingest() -> Response:
         if expected is None:

@@ -1,27 +1,37 @@
 """The JSON wire format between `HttpShipper` and `POST /api/v1/ingest` (version 1).
 
 A batch is `{"version": 1, "run": {...}, "open": bool, "items": [...], "status": {...}}`; each
-item has a `kind` (`step`, `validation`, `checkpoint`, `system`, `sli`). Non-finite floats travel
-as the strings "NaN", "Infinity", "-Infinity" so any JSON parser reads them. `decode_batch` turns
+item has a `kind` (`step`, `validation`, `checkpoint`, `rank_check`, `system`, `sli`).
+Non-finite floats travel as the strings "NaN", "Infinity", "-Infinity" so any JSON parser reads
+them. `decode_batch` turns
 a parsed body into records or raises `WireError` naming the first bad field.
+
+The schema is derived from the record dataclasses (`dataclasses.fields`), not written out: a new
+field on `StepRecord`, `LayerStats`, ... travels without a change here. `_RULES` adds only what a
+dataclass cannot say: bounds, and the defaults an older client may leave out. A histogram's
+edges travel once, on the run (`hist_edges`); decoding puts them back on every histogram.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from rmswatch._validation import WireError as WireError
 from rmswatch.store.writes import SliSampleRecord
 from rmswatch.trainer_hooks.records import (
+    NONFINITE_KEYS,
     RMS_EDGES,
     CheckpointRecord,
     Histogram,
-    LayerInfo,
     LayerStats,
     RankCheckRecord,
     RunInfo,
@@ -34,14 +44,81 @@ from rmswatch.trainer_hooks.records import (
 
 WIRE_VERSION = 1
 
+# Item kind -> record class; the order is the order `encode_item` tries them in.
+KINDS: dict[str, type[Any]] = {
+    "step": StepRecord,
+    "validation": ValidationRecord,
+    "checkpoint": CheckpointRecord,
+    "rank_check": RankCheckRecord,
+    "system": SystemSample,
+    "sli": SliSampleRecord,
+}
+# Fields that stay off the wire: the edges live on the run, not on every histogram.
+_OMITTED: dict[type[Any], frozenset[str]] = {Histogram: frozenset({"edges"})}
 
-class WireError(ValueError):
-    """A batch that can't be ingested; `field` is the path of the first bad value."""
+_NonNegative = Annotated[int, Field(ge=0)]
+_Name = Annotated[str, Field(min_length=1, max_length=512)]
+# What the dataclasses cannot say: bounds, key types, and defaults an older client may omit.
+_RULES: dict[type[Any], dict[str, Any]] = {
+    Histogram: {
+        "counts": (list[_NonNegative], ...),
+        "zeros": (int, Field(default=0, ge=0)),
+        "nonfinite": (int, Field(default=0, ge=0)),
+        "exact": (bool, True),
+    },
+    LayerStats: {
+        "nonfinite_grad": (int, Field(default=0, ge=0)),
+        "nonfinite_param": (int, Field(default=0, ge=0)),
+        "nonfinite_state": (int, Field(default=0, ge=0)),
+        "numel": (int, Field(default=0, ge=0)),
+    },
+    StepRecord: {
+        "step": (int, Field(ge=0)),
+        "nonfinite": (dict[Literal["grad", "param", "state", "loss"], _NonNegative], {}),
+        "dropped_total": (int, Field(default=0, ge=0)),
+        "rank": (int, Field(default=0, ge=0)),
+        "world_size": (int, Field(default=1, ge=1)),
+    },
+    ValidationRecord: {
+        "step": (int, Field(ge=0)),
+        "name": (str, Field(default="val_loss", min_length=1, max_length=128)),
+    },
+    CheckpointRecord: {
+        "step": (int, Field(ge=0)),
+        "size_bytes": (int | None, Field(default=None, ge=0)),
+    },
+    RankCheckRecord: {
+        "step": (int, Field(ge=0)),
+        "ranks": (tuple[_NonNegative, ...], ()),
+        "layers": (tuple[_Name, ...], ()),
+        "world_size": (int, Field(default=1, ge=1)),
+    },
+    SystemSample: {
+        "rss_bytes": (int, Field(ge=0)),
+        "gpu_memory_bytes": (int | None, Field(default=None, ge=0)),
+        "gpu_count": (int, Field(default=0, ge=0)),
+    },
+    SliSampleRecord: {
+        "job": (str, Field(min_length=1, max_length=256)),
+        "name": (str, Field(min_length=1, max_length=128)),
+    },
+    RunInfo: {
+        "job": (str, Field(min_length=1, max_length=256)),
+        "run_id": (str, Field(min_length=1, max_length=128)),
+        "rank": (int, Field(default=0, ge=0)),
+        "world_size": (int, Field(default=1, ge=1)),
+        "hyperparameters": (list[dict[str, Any]], []),
+        "every": (int, Field(default=1, ge=1)),
+    },
+}
+# Map keys of record fields that are mappings of names (layers): bounded like other names.
+_KEYS: dict[tuple[type[Any], str], Any] = {(StepRecord, "layers"): _Name}
 
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
+
+def wire_fields(cls: type[Any]) -> tuple[dataclasses.Field[Any], ...]:
+    """The dataclass fields of `cls` that travel on the wire."""
+    omitted = _OMITTED.get(cls, frozenset())
+    return tuple(f for f in dataclasses.fields(cls) if f.name not in omitted)
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -55,145 +132,36 @@ def _num(value: float | None) -> float | str | None:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def _hist(hist: Histogram | None) -> dict[str, Any] | None:
-    if hist is None:
-        return None
-    return {
-        "counts": list(hist.counts),
-        "zeros": hist.zeros,
-        "nonfinite": hist.nonfinite,
-        "exact": hist.exact,
-    }
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return _num(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _encode_record(value)
+    if isinstance(value, Mapping):
+        return {str(k): _encode_value(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_encode_value(v) for v in value]
+    return value
 
 
-def _layer(stats: LayerStats) -> dict[str, Any]:
-    return {
-        "grad_norm": _num(stats.grad_norm),
-        "param_norm": _num(stats.param_norm),
-        "update_norm": _num(stats.update_norm),
-        "update_ratio": _num(stats.update_ratio),
-        "nonfinite_grad": stats.nonfinite_grad,
-        "nonfinite_param": stats.nonfinite_param,
-        "nonfinite_state": stats.nonfinite_state,
-        "eff_lr_mean": _num(stats.eff_lr_mean),
-        "eff_lr_min": _num(stats.eff_lr_min),
-        "eff_lr_p50": _num(stats.eff_lr_p50),
-        "eff_lr_p95": _num(stats.eff_lr_p95),
-        "eff_lr_max": _num(stats.eff_lr_max),
-        "rms_hist": _hist(stats.rms_hist),
-        "group": stats.group,
-        "numel": stats.numel,
-        "has_grad": stats.has_grad,
-        "sparse_grad": stats.sparse_grad,
-    }
+def _encode_record(record: Any) -> dict[str, Any]:
+    return {f.name: _encode_value(getattr(record, f.name)) for f in wire_fields(type(record))}
 
 
 def encode_item(item: Telemetry | SliSampleRecord) -> dict[str, Any]:
-    if isinstance(item, StepRecord):
-        return {
-            "kind": "step",
-            "step": item.step,
-            "time": item.time,
-            "loss": _num(item.loss),
-            "grad_norm": _num(item.grad_norm),
-            "param_norm": _num(item.param_norm),
-            "update_norm": _num(item.update_norm),
-            "lr": _num(item.lr),
-            "step_seconds": _num(item.step_seconds),
-            "nonfinite": dict(item.nonfinite),
-            "layers": {name: _layer(stats) for name, stats in item.layers.items()},
-            "lrs": [_num(lr) for lr in item.lrs],
-            "update_ratio": _num(item.update_ratio),
-            "eff_lr_mean": _num(item.eff_lr_mean),
-            "eff_lr_min": _num(item.eff_lr_min),
-            "eff_lr_p50": _num(item.eff_lr_p50),
-            "eff_lr_p95": _num(item.eff_lr_p95),
-            "eff_lr_max": _num(item.eff_lr_max),
-            "validation": _num(item.validation),
-            "dropped_total": item.dropped_total,
-            "rank": item.rank,
-        }
-    if isinstance(item, ValidationRecord):
-        return {
-            "kind": "validation",
-            "step": item.step,
-            "time": item.time,
-            "value": _num(item.value),
-            "name": item.name,
-        }
-    if isinstance(item, CheckpointRecord):
-        return {
-            "kind": "checkpoint",
-            "step": item.step,
-            "time": item.time,
-            "action": item.action,
-            "ok": item.ok,
-            "seconds": item.seconds,
-            "size_bytes": item.size_bytes,
-            "path": item.path,
-            "detail": item.detail,
-        }
-    if isinstance(item, RankCheckRecord):
-        return {
-            "kind": "rank_check",
-            "step": item.step,
-            "time": item.time,
-            "status": item.status,
-            "ranks": list(item.ranks),
-            "layers": list(item.layers),
-            "detail": item.detail,
-            "world_size": item.world_size,
-        }
-    if isinstance(item, SystemSample):
-        return {
-            "kind": "system",
-            "time": item.time,
-            "cpu_percent": _num(item.cpu_percent),
-            "rss_bytes": item.rss_bytes,
-            "gpu_util_percent": _num(item.gpu_util_percent),
-            "gpu_memory_bytes": item.gpu_memory_bytes,
-            "gpu_count": item.gpu_count,
-        }
-    if isinstance(item, SliSampleRecord):
-        return {
-            "kind": "sli",
-            "job": item.job,
-            "name": item.name,
-            "value": _num(item.value),
-            "time": item.time,
-            "labels": dict(item.labels),
-        }
+    for kind, cls in KINDS.items():
+        if isinstance(item, cls):
+            return {"kind": kind, **_encode_record(item)}
     raise TypeError(f"cannot encode {type(item).__name__} for the ingest API")
 
 
 def encode_run(run: RunInfo) -> dict[str, Any]:
     from rmswatch.store.writes import jsonable
 
-    return {
-        "job": run.job,
-        "run_id": run.run_id,
-        "started_at": run.started_at,
-        "labels": dict(run.labels),
-        "rank": run.rank,
-        "world_size": run.world_size,
-        "host": run.host,
-        "pid": run.pid,
-        "optimizer": run.optimizer,
-        "hyperparameters": jsonable(list(run.hyperparameters)),
-        "layers": [
-            {
-                "name": li.name,
-                "shape": list(li.shape),
-                "dtype": li.dtype,
-                "group": li.group,
-                "numel": li.numel,
-            }
-            for li in run.layers
-        ],
-        "hist_edges": list(run.hist_edges),
-        "resumed_from_step": run.resumed_from_step,
-        "every": run.every,
-    }
+    body = _encode_record(run)
+    body["hyperparameters"] = jsonable(list(run.hyperparameters))
+    body["hist_edges"] = list(run.hist_edges)  # finite by construction; kept exact
+    return body
 
 
 def encode_batch(
@@ -208,161 +176,79 @@ def encode_batch(
         body["run"] = encode_run(run)
         body["open"] = open_run
     if status is not None:
-        body["status"] = {"time": status.time, "status": status.status, "detail": status.detail}
+        body["status"] = _encode_record(status)
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
 
-# -- decoding ---------------------------------------------------------------------------------
+# -- the derived schema -----------------------------------------------------------------------
 
 
 class _M(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _HistogramIn(_M):
-    counts: list[Annotated[int, Field(ge=0)]]
-    zeros: int = Field(default=0, ge=0)
-    nonfinite: int = Field(default=0, ge=0)
-    exact: bool = True
+_MODELS: dict[type[Any], type[_M]] = {}
 
 
-class _LayerIn(_M):
-    grad_norm: float
-    param_norm: float
-    update_norm: float
-    update_ratio: float
-    nonfinite_grad: int = Field(default=0, ge=0)
-    nonfinite_param: int = Field(default=0, ge=0)
-    nonfinite_state: int = Field(default=0, ge=0)
-    eff_lr_mean: float | None = None
-    eff_lr_min: float | None = None
-    eff_lr_p50: float | None = None
-    eff_lr_p95: float | None = None
-    eff_lr_max: float | None = None
-    rms_hist: _HistogramIn | None = None
-    group: int = 0
-    numel: int = Field(default=0, ge=0)
-    has_grad: bool = True
-    sparse_grad: bool = False
+def _wire_type(hint: Any, key: Any = str) -> Any:
+    """The pydantic type of a record field's type: nested records become their wire models,
+    tuples lists, mappings dicts."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return model_for(hint)
+    if origin in (Union, types.UnionType):
+        wired = tuple(_wire_type(a) for a in args)
+        return Union[wired]  # noqa: UP007 (built from a tuple)
+    if origin in (Mapping, dict, typing.Mapping):
+        return dict.__class_getitem__((key, _wire_type(args[1])))
+    if origin is tuple:
+        return list.__class_getitem__(_wire_type(args[0]))
+    return hint
 
 
-class _StepIn(_M):
-    kind: Literal["step"]
-    step: int = Field(ge=0)
-    time: float
-    loss: float | None = None
-    grad_norm: float
-    param_norm: float
-    update_norm: float
-    lr: float
-    step_seconds: float | None = None
-    nonfinite: dict[Literal["grad", "param", "state", "loss"], Annotated[int, Field(ge=0)]] = {}
-    layers: dict[Annotated[str, Field(min_length=1, max_length=512)], _LayerIn] = {}
-    lrs: list[float] = []
-    update_ratio: float = 0.0
-    eff_lr_mean: float | None = None
-    eff_lr_min: float | None = None
-    eff_lr_p50: float | None = None
-    eff_lr_p95: float | None = None
-    eff_lr_max: float | None = None
-    validation: float | None = None
-    dropped_total: int = Field(default=0, ge=0)
-    rank: int = Field(default=0, ge=0)
+def model_for(cls: type[Any], kind: str | None = None) -> type[_M]:
+    """The pydantic model of a record class, built once from its dataclass fields."""
+    if cls in _MODELS and kind is None:
+        return _MODELS[cls]
+    hints = typing.get_type_hints(cls)
+    rules = _RULES.get(cls, {})
+    spec: dict[str, Any] = {}
+    if kind is not None:
+        spec["kind"] = (Literal[kind], ...)
+    for f in wire_fields(cls):
+        if f.name in rules:
+            spec[f.name] = rules[f.name]
+            continue
+        wired = _wire_type(hints[f.name], _KEYS.get((cls, f.name), str))
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = Field(default_factory=f.default_factory)
+        elif type(None) in typing.get_args(hints[f.name]):
+            default = None  # optional values may be left out
+        else:
+            default = ...
+        spec[f.name] = (wired, default)
+    model = create_model(f"{cls.__name__}Wire", __base__=_M, **spec)
+    if kind is None:
+        _MODELS[cls] = model
+    return model
 
 
-class _ValidationIn(_M):
-    kind: Literal["validation"]
-    step: int = Field(ge=0)
-    time: float
-    value: float
-    name: str = Field(default="val_loss", min_length=1, max_length=128)
+_ITEM_MODELS = {kind: model_for(cls, kind) for kind, cls in KINDS.items()}
+_ITEM: Any = Annotated[Union[tuple(_ITEM_MODELS.values())], Field(discriminator="kind")]  # noqa: UP007
+_BATCH_SPEC: dict[str, Any] = {
+    "version": (Literal[1], 1),
+    "run": (model_for(RunInfo) | None, None),
+    "open": (bool, False),
+    "items": (list.__class_getitem__(_ITEM), []),
+    "status": (model_for(RunStatus) | None, None),
+}
+_BatchIn = create_model("BatchWire", __base__=_M, **_BATCH_SPEC)
 
 
-class _CheckpointIn(_M):
-    kind: Literal["checkpoint"]
-    step: int = Field(ge=0)
-    time: float
-    action: Literal["save", "load"]
-    ok: bool = True
-    seconds: float | None = None
-    size_bytes: int | None = Field(default=None, ge=0)
-    path: str = ""
-    detail: str = ""
-
-
-class _RankCheckIn(_M):
-    kind: Literal["rank_check"]
-    step: int = Field(ge=0)
-    time: float
-    status: Literal["ok", "desync", "skipped"]
-    ranks: list[Annotated[int, Field(ge=0)]] = []
-    layers: list[Annotated[str, Field(min_length=1, max_length=512)]] = []
-    detail: str = ""
-    world_size: int = Field(default=1, ge=1)
-
-
-class _SystemIn(_M):
-    kind: Literal["system"]
-    time: float
-    cpu_percent: float
-    rss_bytes: int = Field(ge=0)
-    gpu_util_percent: float | None = None
-    gpu_memory_bytes: int | None = Field(default=None, ge=0)
-    gpu_count: int = Field(default=0, ge=0)
-
-
-class _SliIn(_M):
-    kind: Literal["sli"]
-    job: str = Field(min_length=1, max_length=256)
-    name: str = Field(min_length=1, max_length=128)
-    value: float
-    time: float
-    labels: dict[str, str] = {}
-
-
-_ItemIn = Annotated[
-    _StepIn | _ValidationIn | _CheckpointIn | _RankCheckIn | _SystemIn | _SliIn,
-    Field(discriminator="kind"),
-]
-
-
-class _LayerInfoIn(_M):
-    name: str
-    shape: list[int] = []
-    dtype: str = ""
-    group: int = 0
-    numel: int = 0
-
-
-class _RunIn(_M):
-    job: str = Field(min_length=1, max_length=256)
-    run_id: str = Field(min_length=1, max_length=128)
-    started_at: float
-    labels: dict[str, str] = {}
-    rank: int = Field(default=0, ge=0)
-    world_size: int = Field(default=1, ge=1)
-    host: str = ""
-    pid: int = 0
-    optimizer: str = ""
-    hyperparameters: list[dict[str, Any]] = []
-    layers: list[_LayerInfoIn] = []
-    hist_edges: list[float] = list(RMS_EDGES)
-    resumed_from_step: int | None = None
-    every: int = Field(default=1, ge=1)
-
-
-class _StatusIn(_M):
-    time: float
-    status: Literal["running", "succeeded", "failed", "crashed", "stalled"]
-    detail: str = ""
-
-
-class _BatchIn(_M):
-    version: Literal[1] = 1
-    run: _RunIn | None = None
-    open: bool = False
-    items: list[_ItemIn] = []
-    status: _StatusIn | None = None
+# -- decoding ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +270,7 @@ def _field_path(loc: Sequence[int | str]) -> str:
             path += f"[{part}]"
         elif previous in ("layers", "labels", "nonfinite"):
             path += f"[{json.dumps(part)}]"  # a mapping key, not a field name
-        elif part in ("step", "validation", "checkpoint", "system", "sli") and path.endswith("]"):
+        elif part in KINDS and path.endswith("]"):
             previous = None
             continue  # the discriminator tag pydantic inserts, not a field of the record
         else:
@@ -398,144 +284,68 @@ def decode_batch(body: Any) -> Batch:
     if not isinstance(body, Mapping):
         raise WireError("(body)", f"expected a JSON object, got {type(body).__name__}")
     try:
-        batch = _BatchIn.model_validate(body)
+        batch: Any = _BatchIn.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = _field_path(first["loc"]) or "(body)"
         got = first.get("input")
         shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
         raise WireError(field, f"{first['msg']}{shown}") from None
+    run = _build(RunInfo, batch.run, "run", RMS_EDGES) if batch.run is not None else None
+    edges = run.hist_edges if run is not None else RMS_EDGES
     telemetry: list[Telemetry] = []
     slis: list[SliSampleRecord] = []
     for index, item in enumerate(batch.items):
-        if isinstance(item, _SliIn):
-            slis.append(SliSampleRecord(item.job, item.name, item.value, item.time, item.labels))
+        kind = item.kind
+        record = _build(KINDS[kind], item, f"items[{index}]", edges)
+        if isinstance(record, SliSampleRecord):
+            slis.append(record)
             continue
-        if batch.run is None:
-            raise WireError(f"items[{index}]", f"a {item.kind!r} record needs the batch's `run`")
-        telemetry.append(_record(item))
-    if batch.status is not None and batch.run is None:
+        if run is None:
+            raise WireError(f"items[{index}]", f"a {kind!r} record needs the batch's `run`")
+        telemetry.append(record)
+    if batch.status is not None and run is None:
         raise WireError("status", "a run status needs the batch's `run`")
     return Batch(
-        run=_run(batch.run) if batch.run is not None else None,
+        run=run,
         open_run=batch.open,
         telemetry=tuple(telemetry),
         sli_samples=tuple(slis),
-        status=(
-            RunStatus(batch.status.time, batch.status.status, batch.status.detail)
-            if batch.status is not None
-            else None
-        ),
+        status=_build(RunStatus, batch.status, "status", edges) if batch.status else None,
     )
 
 
-def _run(run: _RunIn) -> RunInfo:
-    return RunInfo(
-        job=run.job,
-        run_id=run.run_id,
-        started_at=run.started_at,
-        labels=run.labels,
-        rank=run.rank,
-        world_size=run.world_size,
-        host=run.host,
-        pid=run.pid,
-        optimizer=run.optimizer,
-        hyperparameters=tuple(run.hyperparameters),
-        layers=tuple(
-            LayerInfo(li.name, tuple(li.shape), li.dtype, li.group, li.numel) for li in run.layers
-        ),
-        hist_edges=tuple(run.hist_edges),
-        resumed_from_step=run.resumed_from_step,
-        every=run.every,
-    )
-
-
-def _record(item: _StepIn | _ValidationIn | _CheckpointIn | _RankCheckIn | _SystemIn) -> Telemetry:
-    if isinstance(item, _StepIn):
-        return StepRecord(
-            step=item.step,
-            time=item.time,
-            loss=item.loss,
-            grad_norm=item.grad_norm,
-            param_norm=item.param_norm,
-            update_norm=item.update_norm,
-            lr=item.lr,
-            step_seconds=item.step_seconds,
-            nonfinite={k: item.nonfinite.get(k, 0) for k in ("grad", "param", "state", "loss")},
-            layers={name: _layer_stats(layer) for name, layer in item.layers.items()},
-            lrs=tuple(item.lrs),
-            update_ratio=item.update_ratio,
-            eff_lr_mean=item.eff_lr_mean,
-            eff_lr_min=item.eff_lr_min,
-            eff_lr_p50=item.eff_lr_p50,
-            eff_lr_p95=item.eff_lr_p95,
-            eff_lr_max=item.eff_lr_max,
-            validation=item.validation,
-            dropped_total=item.dropped_total,
-            rank=item.rank,
-        )
-    if isinstance(item, _ValidationIn):
-        return ValidationRecord(item.step, item.time, item.value, item.name)
-    if isinstance(item, _CheckpointIn):
-        return CheckpointRecord(
-            item.step,
-            item.time,
-            item.action,
-            item.ok,
-            item.seconds,
-            item.size_bytes,
-            item.path,
-            item.detail,
-        )
-    if isinstance(item, _RankCheckIn):
-        return RankCheckRecord(
-            item.step,
-            item.time,
-            item.status,
-            tuple(item.ranks),
-            tuple(item.layers),
-            item.detail,
-            item.world_size,
-        )
-    return SystemSample(
-        item.time,
-        item.cpu_percent,
-        item.rss_bytes,
-        item.gpu_util_percent,
-        item.gpu_memory_bytes,
-        item.gpu_count,
-    )
-
-
-def _layer_stats(layer: _LayerIn) -> LayerStats:
-    hist = layer.rms_hist
-    return LayerStats(
-        grad_norm=layer.grad_norm,
-        param_norm=layer.param_norm,
-        update_norm=layer.update_norm,
-        update_ratio=layer.update_ratio,
-        nonfinite_grad=layer.nonfinite_grad,
-        nonfinite_param=layer.nonfinite_param,
-        nonfinite_state=layer.nonfinite_state,
-        eff_lr_mean=layer.eff_lr_mean,
-        eff_lr_min=layer.eff_lr_min,
-        eff_lr_p50=layer.eff_lr_p50,
-        eff_lr_p95=layer.eff_lr_p95,
-        eff_lr_max=layer.eff_lr_max,
-        rms_hist=(
-            None
-            if hist is None
-            else Histogram(
-                # the edges live once on the run; the record only needs the counts
-                edges=(),
-                counts=tuple(hist.counts),
-                zeros=hist.zeros,
-                nonfinite=hist.nonfinite,
-                exact=hist.exact,
+def _build(cls: type[Any], model: BaseModel, path: str, edges: tuple[float, ...]) -> Any:
+    """The record of class `cls` from its validated wire model (nested records included)."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in wire_fields(cls):
+        values[f.name] = _value(hints[f.name], getattr(model, f.name), f"{path}.{f.name}", edges)
+    if cls is Histogram:
+        if len(values["counts"]) != len(edges) - 1:
+            raise WireError(
+                f"{path}.counts",
+                f"expected {len(edges) - 1} counts for the run's {len(edges)} hist_edges, "
+                f"got {len(values['counts'])}",
             )
-        ),
-        group=layer.group,
-        numel=layer.numel,
-        has_grad=layer.has_grad,
-        sparse_grad=layer.sparse_grad,
-    )
+        values["edges"] = tuple(edges)
+    if cls is StepRecord:  # every kind present, so `record.nonfinite["grad"]` always reads
+        values["nonfinite"] = {k: values["nonfinite"].get(k, 0) for k in NONFINITE_KEYS}
+    return cls(**values)
+
+
+def _value(hint: Any, value: Any, path: str, edges: tuple[float, ...]) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _value(inner[0], value, path, edges) if len(inner) == 1 else value
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _build(hint, value, path, edges)
+    if origin in (Mapping, dict, typing.Mapping):
+        return {k: _value(args[1], v, f"{path}[{json.dumps(k)}]", edges) for k, v in value.items()}
+    if origin is tuple:
+        return tuple(_value(args[0], v, f"{path}[{i}]", edges) for i, v in enumerate(value))
+    return value

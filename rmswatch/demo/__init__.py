@@ -149,6 +149,10 @@ class Demo:
             _terminate_group(proc, timeout=15)
 
     def start_server(self, config_path: Path) -> subprocess.Popen[str]:
+        from rmswatch._ports import ensure_free
+
+        # PortInUseError (one line naming the holder, suggesting --port) before anything starts
+        ensure_free("127.0.0.1", self.port)
         log = (self.workdir / "server.log").open("w")
         proc = self._spawn(
             [
@@ -175,10 +179,18 @@ class Demo:
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
-                        return proc
+                        return self._own_server(proc)
             except OSError:
                 time.sleep(0.5)
         raise RuntimeError(f"the server did not answer {url} within 90 s")
+
+    def _own_server(self, proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+        """The server answering must be the one this demo started, not another on its port."""
+        from rmswatch._ports import PortInUseError, holder_of, listens_on
+
+        if not listens_on(proc.pid, self.port):
+            raise PortInUseError("127.0.0.1", self.port, holder_of(self.port))
+        return proc
 
     def post_drift(self) -> None:
         """A production monitor posting the deployed ranker's drift score through the ingest API

@@ -21,6 +21,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -67,7 +69,6 @@ class Step(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(BigInteger)
-    rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     loss: Mapped[float | None] = mapped_column(Float)
     grad_norm: Mapped[float | None] = mapped_column(Float)
@@ -86,6 +87,15 @@ class Step(Base):
     eff_lr_p95: Mapped[float | None] = mapped_column(Float)
     eff_lr_max: Mapped[float | None] = mapped_column(Float)
     dropped_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    # revision 0003: clipping, AMP, distributed identity, sentinel records, lr per group
+    grad_norm_before_clip: Mapped[float | None] = mapped_column(Float)
+    clipped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    loss_scale: Mapped[float | None] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    world_size: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    full: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    lrs: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 Index("ix_steps_run_time", Step.run_pk, Step.time)
@@ -121,6 +131,7 @@ class LayerStep(Base):
     eff_lr_p95: Mapped[float | None] = mapped_column(Float)
     eff_lr_max: Mapped[float | None] = mapped_column(Float)
     has_grad: Mapped[bool] = mapped_column(Boolean, default=True)
+    grad_norm_before_clip: Mapped[float | None] = mapped_column(Float)  # revision 0003
 
 
 # one layer over time: the debug view's per-layer charts

@@ -254,7 +254,6 @@ def _step_rows(
         {
             "run_pk": run_pk,
             "step": rec.step,
-            "rank": rec.rank,
             "time": when,
             "loss": _float(rec.loss),
             "grad_norm": _float(rec.grad_norm),
@@ -273,6 +272,14 @@ def _step_rows(
             "eff_lr_p95": _float(rec.eff_lr_p95),
             "eff_lr_max": _float(rec.eff_lr_max),
             "dropped_total": rec.dropped_total,
+            "grad_norm_before_clip": _float(rec.grad_norm_before_clip),
+            "clipped": bool(rec.clipped),
+            "skipped": bool(rec.skipped),
+            "loss_scale": _float(rec.loss_scale),
+            "rank": rec.rank,
+            "world_size": rec.world_size,
+            "full": bool(rec.full),
+            "lrs": jsonable(list(rec.lrs)),
         }
     )
     for name, stats in rec.layers.items():
@@ -296,6 +303,7 @@ def _step_rows(
                 "eff_lr_p95": _float(stats.eff_lr_p95),
                 "eff_lr_max": _float(stats.eff_lr_max),
                 "has_grad": stats.has_grad,
+                "grad_norm_before_clip": _float(stats.grad_norm_before_clip),
             }
         )
         hist = stats.rms_hist

@@ -47,3 +47,7 @@ def __getattr__(name: str) -> Any:
 
         return Monitor
     raise AttributeError(f"module 'rmswatch.trainer_hooks' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

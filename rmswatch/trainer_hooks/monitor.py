@@ -16,13 +16,14 @@ import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Literal
 
 import torch
 from torch.utils.hooks import RemovableHandle
 
+from rmswatch._limits import check_labels
 from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.dispatch import Dispatcher, Sampler
 from rmswatch.trainer_hooks.distributed import (
@@ -31,23 +32,35 @@ from rmswatch.trainer_hooks.distributed import (
     RankChecks,
     refuse_sharded_parameters,
 )
+from rmswatch.trainer_hooks.packing import Packed, Slot, decode
+from rmswatch.trainer_hooks.plan import StatsPlan, choose_plan
 from rmswatch.trainer_hooks.records import (
     RMS_EDGES,
     RUN_STATUSES,
     CheckpointRecord,
     LayerInfo,
+    LayerStats,
     RankCheckRecord,
     RunInfo,
     RunStatus,
     StepRecord,
     Telemetry,
     ValidationRecord,
+    update_ratio,
 )
+from rmswatch.trainer_hooks.screen import check_job, check_run, check_run_id, screen
 from rmswatch.trainer_hooks.sinks import Sink
-from rmswatch.trainer_hooks.stats import Packed, Slot, StatsEngine, decode, ratio
+from rmswatch.trainer_hooks.stats import StatsEngine
 
-# Exact full-tensor distributions on the CPU cost more than the step budget; see docs/hooks.md.
-DEFAULT_EXACT_EVERY_CPU = 50
+# Path components wrappers insert into `named_parameters()`: torch.compile's OptimizedModule,
+# FSDP (1) and activation checkpointing. DDP/DataParallel are unwrapped at the root (`module.`).
+WRAPPER_COMPONENTS = frozenset({"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"})
+
+# clip_grad_norm_'s own epsilon: clip_coef = max_norm / (total_norm + 1e-6)
+CLIP_EPS = 1e-6
+# Without max_norm, a step counts as clipped when the post-clip norm is this much below the
+# pre-clip one (a no-op clip multiplies by exactly 1.0; the two norms then differ by rounding).
+CLIP_RTOL = 1e-5
 
 
 @dataclass
@@ -62,10 +75,18 @@ class _Pending:
     loss: float | torch.Tensor | None = None
     loss_event: Any = None
     validation: float | None = None
+    # clipping (record_grad_norm) and AMP (scaler): 0-d host values or pinned copies in flight
+    preclip: float | torch.Tensor | None = None
+    max_norm: float | None = None
+    scale: float | torch.Tensor | None = None
+    skipped: bool = False
+    events: list[Any] = field(default_factory=list)
 
     def ready(self) -> bool:
-        return (self.event is None or bool(self.event.query())) and (
-            self.loss_event is None or bool(self.loss_event.query())
+        return (
+            (self.event is None or bool(self.event.query()))
+            and (self.loss_event is None or bool(self.loss_event.query()))
+            and all(bool(e.query()) for e in self.events)
         )
 
     def wait(self) -> None:
@@ -73,6 +94,8 @@ class _Pending:
             self.event.synchronize()
         if self.loss_event is not None:
             self.loss_event.synchronize()
+        for event in self.events:
+            event.synchronize()
 
 
 class Monitor:
@@ -85,9 +108,13 @@ class Monitor:
     (bound of `records`), `sample_interval` (seconds between sampler polls), `stats_threads`
     (intra-op threads for the CPU statistics; None keeps torch's setting), `chunk_bytes` (scratch
     size of the chunked CPU update-norm pass; 0 turns it off), `kernel` ("eager", or "compiled":
-    the CPU norm pass as a torch.compile'd kernel, compiled at the first telemetry step).
-    Under torch.distributed: `desync_every` (compare the ranks' optimizer state every this many
-    steps; None turns it off) and `dist_timeout` (seconds, the telemetry gloo group's timeout).
+    the CPU norm pass as a torch.compile'd kernel, compiled at the first telemetry step),
+    `scaler` (a `torch.amp.GradScaler`: steps it skips are recorded with `skipped=True` at their
+    own step number, and every record carries the loss scale), `start_step` (the number of
+    optimizer steps already taken by the run this one resumes: the first step here is
+    `start_step + 1`). Under torch.distributed: `desync_every` (compare the ranks' optimizer
+    state every this many steps; None turns it off) and `dist_timeout` (seconds, the telemetry
+    gloo group's timeout); see docs/hooks.md.
     """
 
     def __init__(
@@ -113,10 +140,19 @@ class Monitor:
         stats_threads: int | None = None,
         chunk_bytes: int = 1 << 20,
         kernel: str = "eager",
+        scaler: Any = None,
+        start_step: int | None = None,
         desync_every: int | None = DEFAULT_DESYNC_EVERY,
         dist_timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         self._adapter = adapter_for(optimizer)
+        if start_step is not None:
+            _check_int("start_step", start_step, 0)
+        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+            raise ValueError(
+                f"scaler={type(scaler).__name__}: expected a torch.amp.GradScaler "
+                "(torch.amp.GradScaler('cuda') or ('cpu')) or None"
+            )
         for name, value, low in (
             ("every", every, 1),
             ("keep_records", keep_records, 1),
@@ -131,27 +167,27 @@ class Monitor:
         if desync_every is not None:
             _check_int("desync_every", desync_every, 1)
         self._stats_threads = stats_threads
-        if not isinstance(job, str) or not job:
-            raise ValueError(f"job={job!r}: expected a non-empty string")
+        # what every store accepts, checked before anything starts (rmswatch._limits)
+        check_job(job)
+        if run_id is not None:
+            check_run_id(run_id)
+        labels = check_labels("labels", labels)
         self._optimizer = optimizer
         self._clock = clock
         self._every = every
         params = [p for g in optimizer.param_groups for p in g["params"]]
         self._device = params[0].device if params else torch.device("cpu")
         self._cuda = self._device.type == "cuda"
-        self._exact_every = exact_every or (1 if self._cuda else DEFAULT_EXACT_EVERY_CPU)
         slots = _slots(optimizer, model)
         refuse_sharded_parameters([s.param for s in slots], [s.name for s in slots])
-        self._engine = StatsEngine(
-            self._adapter,
-            optimizer,
-            slots,
-            device=self._device,
-            sample_size=sample_size,
-            sample_seed=sample_seed,
+        plan = choose_plan(
+            self._device,
             chunk_bytes=chunk_bytes,
             kernel=kernel,
+            exact_every=exact_every,
+            sample_size=sample_size,
         )
+        self._engine = StatsEngine(self._adapter, optimizer, slots, plan, sample_seed=sample_seed)
         # torch.distributed: a telemetry group of its own, the agreed run_id, the desync check
         self._ranks = RankChecks.join(
             optimizer,
@@ -164,11 +200,23 @@ class Monitor:
         if run_id is None and self._ranks is not None:
             run_id = self._ranks.agree_run_id(uuid.uuid4().hex)
         self._rank_checks: deque[RankCheckRecord] = deque(maxlen=keep_records)
-        self._run_info = self._build_run_info(job, run_id, labels, rank, world_size)
+        self._run_info = check_run(
+            self._build_run_info(job, run_id, labels, rank, world_size, start_step)
+        )
+        self._rejected = 0
         self._records: deque[StepRecord] = deque(maxlen=keep_records)
         self._pending: deque[_Pending] = deque()
-        self._step = 0
+        self._step = start_step or 0
+        self._hook_steps = 0  # post-step hooks seen: tells a skipped AMP step from a taken one
+        self._preclip: tuple[float | torch.Tensor, float | None] | None = None
+        self._loss_step: int | None = None
+        self._warned_double_loss = False
+        self._skipped_steps = 0
+        self._scaler: torch.amp.GradScaler | None = scaler
+        self._scaler_wrappers: dict[str, Callable[..., Any]] = {}
+        self._unscaled_nonfinite: torch.Tensor | None = None  # per layer, right after unscale_
         self._telemetry_steps = 0
+        self._last_paths: dict[str, str] = {}
         self._last_step_end: float | None = None
         self._sparse_grads = 0
         self._closed = False
@@ -187,6 +235,8 @@ class Monitor:
             optimizer.register_step_pre_hook(self._pre_step),
             optimizer.register_step_post_hook(self._post_step),
         ]
+        if scaler is not None:
+            self._wrap_scaler(scaler)
 
     # -- properties ----------------------------------------------------------------------------
 
@@ -204,14 +254,34 @@ class Monitor:
         return self._dispatcher.errors if self._dispatcher else 0
 
     @property
+    def rejected(self) -> int:
+        """Records refused at a `record_*` call because a value is outside the store's limits
+        (each also warned about, naming the field); see docs/store.md, "Limits"."""
+        return self._rejected
+
+    @property
     def sparse_grads(self) -> int:
         """Sparse gradients seen at step time (parameter-steps), see docs/hooks.md."""
         return self._sparse_grads
 
     @property
     def step(self) -> int:
-        """Optimizer steps completed since the monitor was attached."""
+        """The run's step counter: `start_step` plus the optimizer steps since `watch()`.
+
+        A step the GradScaler skipped counts: it is a step of the loop, recorded as skipped.
+        """
         return self._step
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps the GradScaler skipped (inf/NaN gradients) since the monitor was attached."""
+        return self._skipped_steps
+
+    @property
+    def next_step_is_telemetry(self) -> bool:
+        """Whether the coming optimizer step is a telemetry step (for integrations that would
+        otherwise compute something, e.g. a pre-clip norm, on every step)."""
+        return self._step % self._every == 0
 
     @property
     def run_id(self) -> str:
@@ -220,6 +290,17 @@ class Monitor:
     @property
     def job(self) -> str:
         return self._run_info.job
+
+    @property
+    def stats_plan(self) -> StatsPlan:
+        """How the statistics are computed (chosen at construction; see `plan.StatsPlan`)."""
+        return self._engine.plan
+
+    @property
+    def layer_paths(self) -> dict[str, str]:
+        """Layer name -> how its norms were computed at the newest telemetry step so far
+        ("fused", "foreach" or "per-layer"; see `packing.LAYER_PATHS`); empty before one."""
+        return dict(self._last_paths)
 
     @property
     def run_info(self) -> RunInfo:
@@ -250,18 +331,22 @@ class Monitor:
         self._complete(wait=False)
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._hook_steps += 1
         self._step += 1
         if self._ranks is not None:
             self._rank_checked(self._ranks.after_step(self._step))
         now = time.perf_counter()
         step_seconds = None if self._last_step_end is None else now - self._last_step_end
         self._last_step_end = now
+        preclip, self._preclip = self._preclip, None
         if (self._step - 1) % self._every:
             return
-        exact = self._telemetry_steps % self._exact_every == 0
+        exact = self._engine.plan.exact_at(self._telemetry_steps)
         self._telemetry_steps += 1
         packed = self._compute(exact)
+        self._last_paths = {lay.name: lay.path for lay in packed.layers}
         pending = _Pending(self._step, self._clock(), step_seconds, packed)
+        self._attach_loop_facts(pending, preclip)
         if self._cuda:
             host = torch.empty(packed.buffer.shape, dtype=torch.float64, pin_memory=True)
             host.copy_(packed.buffer, non_blocking=True)
@@ -305,6 +390,15 @@ class Monitor:
                 f"record_loss: loss must be a float or a one-element tensor, got "
                 f"{type(loss).__name__}"
             )
+        if self._loss_step == self._step and not self._warned_double_loss:
+            self._warned_double_loss = True
+            warnings.warn(
+                f"rmswatch: record_loss() called twice for step {self._step}; the last value is "
+                "kept (call it once per optimizer step, after the step; warned once per run)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self._loss_step = self._step
         pending = self._pending[-1] if self._pending else None
         if pending is None or pending.step != self._step:
             return  # not a telemetry step
@@ -316,6 +410,43 @@ class Monitor:
             value = host
         pending.loss = value
 
+    def record_grad_norm(
+        self, total_norm: torch.Tensor | float, max_norm: float | None = None
+    ) -> None:
+        """The total gradient norm before clipping, for the optimizer step that comes next.
+
+        Pass the tensor `torch.nn.utils.clip_grad_norm_` returned (no host sync: it is read
+        with the step's statistics). The record then carries `grad_norm_before_clip`, `clipped`
+        and, per layer, `grad_norm_before_clip` (the layer's norm divided by the clip
+        coefficient, which clip_grad_norm_ applies to every gradient alike; this assumes it was
+        given all of the optimizer's parameters). With `max_norm` (the value given to
+        clip_grad_norm_), `clipped` uses torch's own rule `max_norm / (total + 1e-6) < 1`;
+        without it, a step is clipped when the post-clip norm is below the pre-clip one.
+        Called twice before one step, the last call counts.
+        """
+        if self._warn_closed("record_grad_norm"):
+            return
+        value: float | torch.Tensor
+        if isinstance(total_norm, torch.Tensor):
+            if total_norm.numel() != 1:
+                raise ValueError(
+                    "record_grad_norm: total_norm must be a scalar (what clip_grad_norm_ "
+                    f"returns), got shape {tuple(total_norm.shape)}"
+                )
+            value = total_norm.detach().reshape(())
+        elif isinstance(total_norm, (int, float)) and not isinstance(total_norm, bool):
+            value = float(total_norm)
+        else:
+            raise ValueError(
+                "record_grad_norm: total_norm must be a float or a one-element tensor, got "
+                f"{type(total_norm).__name__}"
+            )
+        if max_norm is not None and (
+            isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0
+        ):
+            raise ValueError(f"record_grad_norm: max_norm={max_norm!r}: expected a number > 0")
+        self._preclip = (value, None if max_norm is None else float(max_norm))
+
     def record_validation(
         self, value: torch.Tensor | float, step: int | None = None, name: str = "val_loss"
     ) -> None:
@@ -326,10 +457,17 @@ class Monitor:
         if not isinstance(number, (int, float)) or isinstance(number, bool):
             raise ValueError(f"record_validation: value must be a number, got {value!r}")
         at = self._step if step is None else _check_int("step", step, 0)
-        for pending in self._pending:
-            if pending.step == at:
-                pending.validation = float(number)
-        self._offer(ValidationRecord(at, self._clock(), float(number), name))
+        record = self._screened(
+            "record_validation", ValidationRecord(at, self._clock(), float(number), name)
+        )
+        if record is None:
+            return
+        if name == "val_loss":
+            # the step's own `validation` is val_loss only: the loss alerts read it
+            for pending in self._pending:
+                if pending.step == at:
+                    pending.validation = float(number)
+        self._offer(record)
 
     def record_checkpoint(
         self,
@@ -348,11 +486,14 @@ class Monitor:
         if action not in ("save", "load"):
             raise ValueError(f"record_checkpoint: action={action!r}; expected 'save' or 'load'")
         at = self._step if step is None else _check_int("step", step, 0)
-        self._offer(
+        record = self._screened(
+            "record_checkpoint",
             CheckpointRecord(
                 at, self._clock(), action, ok, seconds, size_bytes, os.fspath(path), detail
-            )
+            ),
         )
+        if record is not None:
+            self._offer(record)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Complete every pending record and deliver everything through the sinks' flush.
@@ -375,6 +516,7 @@ class Monitor:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._unwrap_scaler()
         self._complete(wait=True)
         if self._ranks is not None:
             self._rank_checked(self._ranks.close())
@@ -409,6 +551,19 @@ class Monitor:
             )
         return self._closed
 
+    def _screened(self, what: str, item: Telemetry) -> Telemetry | None:
+        """`item` as the store will take it, or None (counted, warned) when it can't."""
+        kept, problems = screen(item)
+        if problems:
+            self._rejected += 1
+            warnings.warn(
+                f"rmswatch {what}() at step {getattr(item, 'step', '?')}: {problems[0]}; "
+                "this record is not stored (rejected), the run goes on",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return kept
+
     def _rank_checked(self, records: list[RankCheckRecord]) -> None:
         for record in records:
             self._rank_checks.append(record)
@@ -418,6 +573,141 @@ class Monitor:
     def _offer(self, item: Telemetry) -> None:
         if self._dispatcher is not None:
             self._dispatcher.offer(item)
+
+    # -- clipping and AMP ----------------------------------------------------------------------
+
+    def _defer(self, pending: _Pending, value: float | torch.Tensor) -> float | torch.Tensor:
+        """A 0-d value to read when the record completes; CUDA: a pinned non-blocking copy."""
+        if isinstance(value, torch.Tensor) and value.device.type == "cuda":
+            host = torch.empty((), dtype=value.dtype, pin_memory=True)
+            host.copy_(value.reshape(()), non_blocking=True)
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            event.record()
+            pending.events.append(event)
+            return host
+        return value
+
+    def _attach_loop_facts(
+        self, pending: _Pending, preclip: tuple[float | torch.Tensor, float | None] | None
+    ) -> None:
+        if preclip is not None:
+            pending.preclip = self._defer(pending, preclip[0])
+            pending.max_norm = preclip[1]
+        scaler = self._scaler
+        if scaler is not None and scaler.is_enabled():
+            # the scale the step's backward used: update() changes it in place only afterwards
+            # (on CUDA the copy is queued before update()'s kernel; on the CPU it is read now)
+            scale = getattr(scaler, "_scale", None)
+            if isinstance(scale, torch.Tensor) and scale.device.type == "cuda":
+                pending.scale = self._defer(pending, scale)
+            else:
+                pending.scale = float(scaler.get_scale())
+
+    def _wrap_scaler(self, scaler: torch.amp.GradScaler) -> None:
+        """Route `scaler.step` through the monitor, to see the steps it skips.
+
+        A skipped step never calls `optimizer.step()`, so no optimizer hook fires; the wrapper
+        notices that (no post-step hook ran) and records the step as skipped.
+        """
+        original_step = scaler.step
+        original_unscale = scaler.unscale_
+
+        def step(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            seen = self._hook_steps
+            result = original_step(optimizer, *args, **kwargs)
+            if (
+                optimizer is self._optimizer
+                and self._hook_steps == seen
+                and not self._closed
+                and scaler.is_enabled()
+            ):
+                self._on_skipped()
+            self._unscaled_nonfinite = None
+            return result
+
+        def unscale_(optimizer: Any) -> None:
+            original_unscale(optimizer)
+            if optimizer is self._optimizer and not self._closed:
+                self._count_after_unscale(scaler, optimizer)
+
+        self._scaler_wrappers = {"step": step, "unscale_": unscale_}
+        scaler.step = step  # type: ignore[method-assign]
+        scaler.unscale_ = unscale_  # type: ignore[method-assign]
+
+    def _count_after_unscale(self, scaler: torch.amp.GradScaler, optimizer: Any) -> None:
+        """The per-layer inf/NaN counts of the unscaled gradients, before any clipping.
+
+        Clipping a non-finite total norm multiplies every gradient by NaN, so counting at the
+        skip itself would blame every layer. On the CPU the scaler's found-inf flag is read for
+        free and the counts are taken only when it is set; on CUDA they are always taken on the
+        device (one isfinite pass over the gradients, no host read).
+        """
+        states = getattr(scaler, "_per_optimizer_states", {})
+        found = states.get(id(optimizer), {}).get("found_inf_per_device", {})
+        if not self._cuda and not any(float(v) for v in found.values()):
+            self._unscaled_nonfinite = None
+            return
+        params = [slot.param for slot in self._engine.slots]
+        counts = [
+            torch.zeros((), dtype=torch.int64, device=p.device)
+            if p.grad is None or p.grad.is_sparse
+            else (~torch.isfinite(p.grad)).sum()
+            for p in params
+        ]
+        self._unscaled_nonfinite = torch.stack(counts) if counts else None
+
+    def _unwrap_scaler(self) -> None:
+        scaler = self._scaler
+        if scaler is not None:
+            for name, wrapper in self._scaler_wrappers.items():
+                if scaler.__dict__.get(name) is wrapper:
+                    delattr(scaler, name)  # the class's own method again
+            self._scaler_wrappers = {}
+
+    def _on_skipped(self) -> None:
+        """A step the GradScaler skipped: record it at its own step number, always.
+
+        The optimizer never ran, so there is no update and no state change. The gradients are
+        unscaled in place by then (scaler.unscale_), so the inf/NaN counts are those of the
+        unscaled gradients, exact, per layer.
+        """
+        self._complete(wait=False)
+        self._step += 1
+        self._skipped_steps += 1
+        now = time.perf_counter()
+        step_seconds = None if self._last_step_end is None else now - self._last_step_end
+        self._last_step_end = now
+        preclip, self._preclip = self._preclip, None
+        buffer = _skipped_values([s.param for s in self._engine.slots], self._unscaled_nonfinite)
+        self._unscaled_nonfinite = None
+        pending = _Pending(self._step, self._clock(), step_seconds, packed=None, skipped=True)  # type: ignore[arg-type]
+        if self._cuda:
+            host = torch.empty(buffer.shape, dtype=torch.float64, pin_memory=True)
+            host.copy_(buffer, non_blocking=True)
+            pending.host = host
+            pending.event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            pending.event.record()
+        else:
+            pending.values = buffer.tolist()
+        self._attach_loop_facts(pending, preclip)
+        self._pending.append(pending)
+
+    def _clip_facts(
+        self, pending: _Pending, post: float
+    ) -> tuple[float | None, bool, float | None]:
+        """(pre-clip norm, clipped, clip coefficient) of one record."""
+        if pending.preclip is None:
+            return None, False, None
+        pre = float(pending.preclip)
+        if not math.isfinite(pre):
+            # torch multiplies by max_norm / inf = 0 (or NaN): changed, layer norms unknowable
+            return pre, True, None
+        if pending.max_norm is not None:
+            coef = min(1.0, pending.max_norm / (pre + CLIP_EPS))
+            return pre, coef < 1.0, coef
+        if pre > 0 and post < pre * (1 - CLIP_RTOL):
+            return pre, True, post / pre
+        return pre, False, 1.0
 
     def _complete(self, *, wait: bool) -> None:
         """Turn pending steps into StepRecords; without `wait`, only those already arrived."""
@@ -433,10 +723,25 @@ class Monitor:
 
     def _build(self, pending: _Pending) -> StepRecord:
         values = pending.values if pending.values is not None else pending.host.tolist()  # type: ignore[union-attr]
+        if pending.skipped:
+            return self._build_skipped(pending, values)
         layers, global_q, lrs = decode(pending.packed, values, RMS_EDGES)
         loss: float | None = None
         if pending.loss is not None:
             loss = float(pending.loss)
+        pre, clipped, coef = self._clip_facts(
+            pending, math.sqrt(sum(s.grad_norm**2 for s in layers.values()))
+        )
+        if pre is not None:
+            layers = {
+                name: replace(
+                    stats,
+                    grad_norm_before_clip=(
+                        stats.grad_norm / coef if coef is not None and coef > 0 else None
+                    ),
+                )
+                for name, stats in layers.items()
+            }
         grad_sq = sum(s.grad_norm**2 for s in layers.values())
         param_sq = sum(s.param_norm**2 for s in layers.values())
         update_sq = sum(s.update_norm**2 for s in layers.values())
@@ -466,7 +771,7 @@ class Monitor:
             },
             layers=layers,
             lrs=tuple(lrs),
-            update_ratio=ratio(update_norm, param_norm),
+            update_ratio=update_ratio(update_norm, param_norm),
             eff_lr_mean=eff_mean,
             eff_lr_min=min(
                 (s.eff_lr_min for s in with_eff if s.eff_lr_min is not None), default=None
@@ -479,6 +784,68 @@ class Monitor:
             validation=pending.validation,
             dropped_total=self.dropped,
             rank=self._run_info.rank,
+            world_size=self._run_info.world_size,
+            grad_norm_before_clip=pre,
+            clipped=clipped,
+            loss_scale=None if pending.scale is None else float(pending.scale),
+        )
+
+    def _build_skipped(self, pending: _Pending, values: list[float]) -> StepRecord:
+        layers: dict[str, LayerStats] = {}
+        for i, slot in enumerate(self._engine.slots):
+            grad_norm, nf_grad, param_norm, nf_param, has_grad = values[5 * i : 5 * i + 5]
+            layers[slot.name] = LayerStats(
+                grad_norm=grad_norm,
+                param_norm=param_norm,
+                update_norm=0.0,
+                update_ratio=0.0,
+                nonfinite_grad=int(nf_grad),
+                nonfinite_param=int(nf_param),
+                nonfinite_state=0,
+                eff_lr_mean=None,
+                eff_lr_min=None,
+                eff_lr_p50=None,
+                eff_lr_p95=None,
+                eff_lr_max=None,
+                rms_hist=None,
+                group=slot.group,
+                numel=slot.numel,
+                has_grad=bool(has_grad),
+                sparse_grad=slot.param.grad is not None and slot.param.grad.is_sparse,
+            )
+        loss = None if pending.loss is None else float(pending.loss)
+        grad_norm = math.sqrt(sum(s.grad_norm**2 for s in layers.values()))
+        pre, clipped, coef = self._clip_facts(pending, grad_norm)
+        if pre is not None and coef is not None and coef > 0:
+            layers = {
+                n: replace(s, grad_norm_before_clip=s.grad_norm / coef) for n, s in layers.items()
+            }
+        lrs = [float(_plain(g["lr"])) for g in self._optimizer.param_groups]
+        return StepRecord(
+            step=pending.step,
+            time=pending.time,
+            loss=loss,
+            grad_norm=grad_norm,
+            param_norm=math.sqrt(sum(s.param_norm**2 for s in layers.values())),
+            update_norm=0.0,
+            lr=lrs[0] if lrs else math.nan,
+            step_seconds=pending.step_seconds,
+            nonfinite={
+                "grad": sum(s.nonfinite_grad for s in layers.values()),
+                "param": sum(s.nonfinite_param for s in layers.values()),
+                "state": 0,
+                "loss": 0 if loss is None or math.isfinite(loss) else 1,
+            },
+            layers=layers,
+            lrs=tuple(lrs),
+            validation=pending.validation,
+            dropped_total=self.dropped,
+            rank=self._run_info.rank,
+            world_size=self._run_info.world_size,
+            grad_norm_before_clip=pre,
+            clipped=clipped,
+            skipped=True,
+            loss_scale=None if pending.scale is None else float(pending.scale),
         )
 
     def _build_run_info(
@@ -488,6 +855,7 @@ class Monitor:
         labels: Mapping[str, str] | None,
         rank: int | None,
         world_size: int | None,
+        start_step: int | None = None,
     ) -> RunInfo:
         dist_rank, dist_world = 0, 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -520,6 +888,7 @@ class Monitor:
             layers=layers,
             hist_edges=RMS_EDGES,
             every=self._every,
+            resumed_from_step=start_step,
         )
 
 
@@ -535,10 +904,61 @@ def _check_int(name: str, value: object, low: int) -> int:
     return value
 
 
+def _skipped_values(
+    params: Sequence[torch.Tensor], nonfinite_grads: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per parameter [grad norm, non-finite grads, param norm, non-finite params, has grad],
+    on the device, as one float64 vector (a skipped AMP step's whole measurement).
+    `nonfinite_grads` (per parameter, counted right after unscale_) replaces the count of the
+    gradients as they are now."""
+    parts: list[torch.Tensor] = []
+    for i, p in enumerate(params):
+        x = p.detach()
+        grad = p.grad
+        if grad is not None and grad.is_sparse:
+            grad = grad.coalesce()._values()
+        norm_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        zero = torch.zeros((), dtype=torch.float64, device=x.device)
+        g_norm = zero if grad is None else torch.linalg.vector_norm(grad, dtype=norm_dtype)
+        g_bad = zero if grad is None else (~torch.isfinite(grad)).sum()
+        if nonfinite_grads is not None:
+            g_bad = nonfinite_grads[i]
+        parts += [
+            g_norm.to(torch.float64),
+            g_bad.to(torch.float64),
+            torch.linalg.vector_norm(x, dtype=norm_dtype).to(torch.float64),
+            (~torch.isfinite(x)).sum().to(torch.float64),
+            zero + (0.0 if grad is None else 1.0),
+        ]
+    if not parts:
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.stack(parts)
+
+
+def user_parameter_names(model: torch.nn.Module) -> dict[int, str]:
+    """id(parameter) -> the name the user gave it, through torch.compile, DDP/DataParallel,
+    FSDP and activation-checkpoint wrappers (`0.weight`, not `_orig_mod.0.weight`,
+    `module.0.weight` or `_fsdp_wrapped_module.0.weight`)."""
+    root = model
+    while True:
+        if isinstance(root, torch._dynamo.eval_frame.OptimizedModule):
+            root = root._orig_mod
+        elif isinstance(
+            root, (torch.nn.parallel.DistributedDataParallel, torch.nn.parallel.DataParallel)
+        ):
+            root = root.module
+        else:
+            break
+    return {
+        id(p): ".".join(part for part in name.split(".") if part not in WRAPPER_COMPONENTS)
+        for name, p in root.named_parameters()
+    }
+
+
 def _slots(optimizer: torch.optim.Optimizer, model: torch.nn.Module | None) -> list[Slot]:
     names: dict[int, str] = {}
     if model is not None:
-        names = {id(p): n for n, p in model.named_parameters()}
+        names = user_parameter_names(model)
     slots: list[Slot] = []
     for gi, group in enumerate(optimizer.param_groups):
         for pi, p in enumerate(group["params"]):

@@ -6,7 +6,7 @@ Everything here is built on the sink side of the device->host boundary; nothing 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +28,24 @@ def rms_histogram_edges(
 
 
 RMS_EDGES: tuple[float, ...] = rms_histogram_edges()
+
+
+def update_ratio(update_norm: float, param_norm: float) -> float:
+    """‖update‖ / ‖param‖: NaN when either norm is NaN (the step has no meaningful ratio, and an
+    Inf would read as "huge update"), Inf when a zero parameter gets a non-zero update.
+
+    The one definition: the hooks' records, the exporter's merged layers and the views use it.
+    """
+    if math.isnan(update_norm) or math.isnan(param_norm):
+        return math.nan
+    if param_norm > 0:
+        return update_norm / param_norm
+    return 0.0 if update_norm == 0 else math.inf
+
+
+def root_sum_square(values: Iterable[float]) -> float:
+    """sqrt(Σ v²), summed exactly (fsum): a norm over elements, or over layers' norms."""
+    return math.sqrt(math.fsum(v * v for v in values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +75,8 @@ class LayerStats:
 
     `eff_lr_*` and `rms_hist` are None while the tensor has no optimizer state yet (it never had a
     gradient). `has_grad` is False for parameters whose `.grad` was None at the step.
+    `grad_norm_before_clip` is the layer's gradient norm before gradient clipping (None when the
+    loop told rmswatch nothing about clipping); `grad_norm` is always the one the optimizer used.
     """
 
     grad_norm: float
@@ -76,6 +96,7 @@ class LayerStats:
     numel: int = 0
     has_grad: bool = True
     sparse_grad: bool = False
+    grad_norm_before_clip: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +106,14 @@ class StepRecord:
     `lr` is the first param group's learning rate (the usual single-group case); `lrs` holds one
     per group. `nonfinite` maps `grad`, `param`, `state` and `loss` to exact counts.
     `dropped_total` is how many records the sink queue had dropped when this one was built.
+
+    `grad_norm` is the norm of the gradients the optimizer used (after clipping);
+    `grad_norm_before_clip` the norm before clipping (None when unknown) and `clipped` whether
+    clipping changed the gradients. `skipped` marks an AMP step the GradScaler skipped (the
+    optimizer never ran: no update, and `nonfinite["grad"]` counts the inf/NaN it found);
+    `loss_scale` is the scaler's scale used for the step's backward (None without a scaler).
+    `rank`/`world_size` identify the process in a distributed run. `full` is False for a
+    sentinel-only record (the cheap between-steps check: only some fields are measured).
     """
 
     step: int
@@ -107,6 +136,12 @@ class StepRecord:
     validation: float | None = None
     dropped_total: int = 0
     rank: int = 0
+    grad_norm_before_clip: float | None = None
+    clipped: bool = False
+    skipped: bool = False
+    loss_scale: float | None = None
+    world_size: int = 1
+    full: bool = True
 
     @property
     def finite(self) -> bool:

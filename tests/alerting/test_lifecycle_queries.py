@@ -7,7 +7,7 @@ from datetime import timedelta
 from rmswatch.alerting.lifecycle import acknowledge_alert, fingerprint, identity_labels
 from rmswatch.alerting.scheduler import run_tick
 from rmswatch.alerting.silences import create_silence
-from rmswatch.store.queries.alerts import (
+from rmswatch.store.queries import (
     active_alerts,
     alert_history,
     alerts_for_run,
@@ -67,7 +67,7 @@ def test_recently_resolved_alerts_stay_listed_for_on_call_with_their_run_and_run
     sqlite_url: str,
 ) -> None:
     from rmswatch.app.alerts import resolved_alerts as app_resolved_alerts
-    from rmswatch.store.queries.alerts import resolved_alerts
+    from rmswatch.store.queries import resolved_alerts
 
     engine, clock = store(sqlite_url), Clock()
     cfg = config([{"name": "oncall", "url": "http://127.0.0.1:9/h"}], {"receiver": "oncall"})

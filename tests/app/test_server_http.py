@@ -90,7 +90,9 @@ def test_basic_auth_without_a_password_in_the_environment_refuses_to_start(
     engine: Engine,
 ) -> None:
     config = {"server": {"auth": {"basic": {"username": "oncall", "password_env": "PW_VAR"}}}}
-    with pytest.raises(RuntimeError, match=r"\$PW_VAR is empty"):
+    from rmswatch.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\$PW_VAR is empty"):
         build_server(Config.model_validate(config), engine, start_scheduler=False, environ={})
 
 

@@ -5,6 +5,11 @@ Job `resnet-retrain`: two healthy runs that finish, then `resnet-bad` (a higher 
 whose `fc.weight` gradient gets one NaN injected at `NAN_STEP`; the NaN spreads through RMSprop's
 state and the run keeps running, so the evaluation tick raises real alerts (the non-finite health
 rule and the nonfinite-free-steps SLO burn). A job named like a `<script>` tag checks escaping.
+
+The failure modes the views are read on, each in a job of its own: `ranker-diverge`, whose
+learning rate someone raises by hand from `DIVERGE_FROM` until the loss climbs twenty orders of
+magnitude and stays finite; `stall-run`, which stops stepping half-way and stays "running"; and
+`empty-run`, which ended before its first step (no telemetry at all).
 """
 
 from __future__ import annotations
@@ -26,6 +31,17 @@ NAN_STEP = 61  # monitor steps count from 1: the NaN goes into the 61st optimize
 NAN_LAYER = "fc.weight"
 STEPS = 100
 SCRIPT_LABEL = "<script>window.__pwned=1</script>"
+DIVERGE_JOB, DIVERGE_RUN = "ranker-retrain", "ranker-diverge"
+DIVERGE_FROM = 51  # from this step on, the LR is multiplied by 4 every other step (up to 1e4)
+STALL_JOB, STALL_RUN = "feature-etl", "stall-run"
+EMPTY_JOB, EMPTY_RUN = "empty-job", "empty-run"
+SCENARIO_RUNS = {
+    "healthy": GOOD_RUNS[1],
+    "nan": BAD_RUN,
+    "finite divergence": DIVERGE_RUN,
+    "stalled": STALL_RUN,
+    "empty": EMPTY_RUN,
+}
 
 
 class TinyNet(torch.nn.Module):
@@ -59,6 +75,7 @@ def train(
     nan_at: int | None = None,
     labels: dict[str, str] | None = None,
     finish: bool = True,
+    raise_lr_from: int | None = None,
 ) -> Any:
     """One real training; returns the monitor (still open when `finish` is False)."""
     torch.manual_seed(seed)
@@ -79,6 +96,10 @@ def train(
         flush_interval=0.2,
     )
     for step in range(steps):
+        if raise_lr_from is not None and step + 1 >= raise_lr_from and step % 2 == 1:
+            # someone "fixes" a slow run by raising the learning rate by hand, again and again
+            for group in optimizer.param_groups:
+                group["lr"] = min(group["lr"] * 4.0, 1e4)
         optimizer.zero_grad()
         loss = torch.nn.functional.mse_loss(model(inputs), targets)
         loss.backward()
@@ -123,6 +144,17 @@ def fill_by_training(url: str) -> TrainedStore:
     )
     bad = train(url, job=JOB, run_id=BAD_RUN, lr=3e-3, seed=2, nan_at=NAN_STEP, finish=False)
     store.open_monitors.append(bad)
+    train(url, job=DIVERGE_JOB, run_id=DIVERGE_RUN, lr=1e-3, seed=3, raise_lr_from=DIVERGE_FROM)
+    stalled = train(url, job=STALL_JOB, run_id=STALL_RUN, lr=1e-3, seed=4, steps=50, finish=False)
+    store.open_monitors.append(stalled)
+    empty = rmswatch.watch(
+        torch.optim.RMSprop(TinyNet().parameters(), lr=1e-3),
+        job=EMPTY_JOB,
+        run_id=EMPTY_RUN,
+        store=url,
+        system_metrics=False,
+    )
+    empty.close(status="failed", detail="crashed before its first step")
     return store
 
 

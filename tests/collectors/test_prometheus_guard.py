@@ -143,3 +143,26 @@ def test_merged_layers_get_p50_and_p95_from_their_merged_distribution() -> None:
     p95 = value(samples, stat, layer="m", stat="p95")
     assert 5e-3 < p50 < 2e-2  # lr / ~1.3: half the elements sit there
     assert 562 < p95 <= 1000  # lr / ~1.3e-5 = 750, in the (10**2.75, 10**3] bucket
+
+
+def test_a_merged_layer_with_a_nan_parameter_norm_exports_a_nan_update_ratio() -> None:
+    """The record says NaN for a NaN norm (no meaningful ratio); the exporter's merged layers
+    use the same definition (`records.update_ratio`), never an +Inf that reads as a huge update."""
+    from rmswatch.trainer_hooks.records import update_ratio
+
+    layers = {
+        "blocks.0.weight": layer(1.0, param_norm=math.nan, nonfinite_param=3),
+        "blocks.0.bias": layer(1.0),
+        "head.0.weight": layer(1.0, param_norm=0.0, update_norm=0.5),
+        "head.0.bias": layer(1.0, param_norm=0.0, update_norm=0.0),
+    }
+    collector = RunCollector(layer_depth=2)
+    collector.set_run(run_info())
+    collector.update([record(layers=layers, nonfinite={"param": 3})])  # type: ignore[arg-type]
+    samples = scrape(collector)
+    merged = value(samples, cat.LAYER_UPDATE_RATIO.name, layer="blocks.0")
+    assert math.isnan(merged)
+    assert math.isnan(update_ratio(0.01, math.nan))
+    # a zero parameter that gets a non-zero update: +Inf, in the record and the exporter alike
+    assert value(samples, cat.LAYER_UPDATE_RATIO.name, layer="head.0") == math.inf
+    assert update_ratio(0.5, 0.0) == math.inf

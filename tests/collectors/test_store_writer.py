@@ -38,7 +38,7 @@ def test_close_writes_everything_and_marks_the_run_with_its_status(sqlite_url: s
     engine = make_engine(sqlite_url)
     run = queries.run(engine, "run-1")
     assert run is not None and run["status"] == "succeeded" and run["last_step"] == 19
-    assert queries.validations(engine, "run-1")["value"].tolist() == [0.25]
+    assert queries.validations(engine, [run["run_pk"]])["value"].tolist() == [0.25]
     engine.dispose()
     assert writer.stats().written == 21 and writer.dropped_total == 0
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select, text
+from sqlalchemy import Engine, inspect, select, text
 
 from rmswatch.store.engine import (
     current_revision,
@@ -22,6 +21,7 @@ from rmswatch.store.models import Base, HistogramRow, LayerStep, Run, Step
 from rmswatch.store.writes import upsert_run, write_telemetry
 from tests.helpers import subprocess_env
 from tests.store.records_factory import run_info, step_record
+from tests.store.test_migration_0003 import write_as_of_old_revision
 
 
 def test_sqlite_store_uses_wal_busy_timeout_and_foreign_keys(sqlite_url: str) -> None:
@@ -52,32 +52,14 @@ def test_migrations_create_exactly_the_schema_the_models_describe(engine: Engine
     assert diff == []
 
 
-def _old_rows(conn: Connection, table: str, rows: list[dict[str, object]]) -> None:
-    """Insert into a table as an older revision shaped it (today's writes have newer columns)."""
-    conn.execute(Table(table, MetaData(), autoload_with=conn).insert(), rows)
-
-
 def test_store_created_at_revision_0001_upgrades_in_place_keeping_its_data(
     store_url: str,
 ) -> None:
     engine = make_engine(store_url)
     assert upgrade(engine, "0001") == "0001"
-    when = datetime.now(UTC)
-    counters = {f"nonfinite_{k}": 0 for k in ("grad", "param", "state")}
     with write_transaction(engine) as conn:
         run_pk = upsert_run(conn, run_info("old-run"), reopen=True)
-        _old_rows(conn, "steps", [
-            {"run_pk": run_pk, "step": s, "time": when, "nonfinite_loss": 0, "dropped_total": 0}
-            | counters for s in range(3)
-        ])  # fmt: skip
-        _old_rows(conn, "layer_steps", [
-            {"run_pk": run_pk, "step": s, "time": when, "layer": "fc", "has_grad": True}
-            | counters for s in range(3)
-        ])  # fmt: skip
-        _old_rows(conn, "histograms", [
-            {"run_pk": run_pk, "step": 0, "time": when, "layer": "fc", "kind": "rms",
-             "counts": [1], "zeros": 0, "nonfinite": 0, "exact": True}
-        ])  # fmt: skip
+        write_as_of_old_revision(conn, run_pk, [step_record(s) for s in range(3)])
     assert upgrade(engine) == head_revision()
     with engine.connect() as conn:
         assert conn.execute(select(Run.run_id)).scalars().all() == ["old-run"]
@@ -92,14 +74,6 @@ def test_store_created_at_revision_0001_upgrades_in_place_keeping_its_data(
         ranks = conn.execute(select(Step.rank, Step.step).order_by(Step.rank, Step.step)).all()
     assert [tuple(r) for r in ranks] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     engine.dispose()
-
-
-def test_the_migrations_have_one_head() -> None:
-    from alembic.script import ScriptDirectory
-
-    from rmswatch.store.engine import _alembic_config
-
-    assert len(ScriptDirectory.from_config(_alembic_config()).get_heads()) == 1
 
 
 def test_processes_creating_the_schema_at_the_same_moment_all_succeed(store_url: str) -> None:

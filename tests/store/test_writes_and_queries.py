@@ -73,8 +73,8 @@ def test_gpu_seconds_integrate_gpu_count_over_time_and_a_retry_adds_nothing(
 
 
 def test_non_finite_loss_and_norms_are_stored_without_error(engine: Engine) -> None:
-    _write(engine, [step_record(0, loss=math.nan), step_record(1, loss=math.inf)])
-    frame = queries.steps(engine, "run-1")
+    run_pk = _write(engine, [step_record(0, loss=math.nan), step_record(1, loss=math.inf)])
+    frame = queries.steps(engine, run_pk)
     assert frame["step"].tolist() == [0, 1]
     # SQLite stores NaN as NULL; PostgreSQL keeps it. Either way it is not a finite loss.
     assert not math.isfinite(frame["loss"].fillna(math.nan).iloc[0])
@@ -91,40 +91,40 @@ def test_closing_a_run_records_status_and_end_time(engine: Engine) -> None:
 
 
 def test_steps_query_filters_by_step_and_time_and_thins_to_max_points(engine: Engine) -> None:
-    _write(engine, [step_record(s) for s in range(100)])
-    assert queries.steps(engine, "run-1", start_step=10, end_step=19)["step"].tolist() == list(
+    run_pk = _write(engine, [step_record(s) for s in range(100)])
+    assert queries.steps(engine, run_pk, start_step=10, end_step=19)["step"].tolist() == list(
         range(10, 20)
     )
     since = datetime.fromtimestamp(T0 + 95, tz=UTC)
-    assert queries.steps(engine, "run-1", since=since)["step"].tolist() == [95, 96, 97, 98, 99]
-    thinned = queries.steps(engine, "run-1", max_points=10)["step"].tolist()
+    assert queries.steps(engine, run_pk, since=since)["step"].tolist() == [95, 96, 97, 98, 99]
+    thinned = queries.steps(engine, run_pk, max_points=10)["step"].tolist()
     assert thinned == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99]
 
 
 def test_layer_stats_are_long_form_and_filter_by_layer(engine: Engine) -> None:
-    _write(engine, [step_record(s, layers=3) for s in range(4)])
-    frame = queries.layer_stats(engine, "run-1", layers=["layer1.weight"])
+    run_pk = _write(engine, [step_record(s, layers=3) for s in range(4)])
+    frame = queries.layer_stats(engine, run_pk, layers=["layer1.weight"])
     assert frame["layer"].unique().tolist() == ["layer1.weight"]
     assert frame["step"].tolist() == [0, 1, 2, 3]
-    thinned = queries.layer_stats(engine, "run-1", max_points=2)
+    thinned = queries.layer_stats(engine, run_pk, max_points=2)
     assert sorted(set(thinned["step"])) == [0, 2, 3]
     assert len(thinned) == 9
 
 
 def test_histogram_matrix_has_one_row_per_step_and_one_column_per_bucket(engine: Engine) -> None:
-    _write(engine, [step_record(s) for s in range(5)])
-    matrix = queries.histogram_matrix(engine, "run-1", "layer0.weight")
+    run_pk = _write(engine, [step_record(s) for s in range(5)])
+    matrix = queries.histogram_matrix(engine, run_pk, "layer0.weight")
     assert matrix.index.tolist() == [0, 1, 2, 3, 4]
     assert matrix.shape[1] == len(RMS_EDGES) - 1
     assert list(matrix.columns) == pytest.approx(list(RMS_EDGES[:-1]))
     assert matrix.loc[3].tolist()[3] == 16
     assert matrix.sum(axis=1).tolist() == [16] * 5
-    long = queries.histograms(engine, "run-1", layer="layer0.weight")
+    long = queries.histograms(engine, run_pk, "layer0.weight")
     assert len(long) == 5 and list(long.loc[0, "counts"])[0] == 16
 
 
 def test_validations_checkpoints_and_system_samples_come_back_in_order(engine: Engine) -> None:
-    _write(
+    run_pk = _write(
         engine,
         [
             ValidationRecord(10, T0 + 10, 0.5),
@@ -134,11 +134,11 @@ def test_validations_checkpoints_and_system_samples_come_back_in_order(engine: E
             SystemSample(T0 + 3, 50.0, 123, None, None, 0),
         ],
     )
-    assert queries.validations(engine, "run-1")["value"].tolist() == [0.7, 0.5]
-    ckpt = queries.checkpoints(engine, "run-1")
+    assert queries.validations(engine, [run_pk])["value"].tolist() == [0.7, 0.5]
+    ckpt = queries.checkpoints(engine, run_pk)
     assert ckpt["action"].tolist() == ["save", "load"]
     assert ckpt["ok"].tolist() == [True, False]
-    assert queries.system_samples(engine, "run-1")["rss_bytes"].tolist() == [123]
+    assert queries.system_samples(engine, run_pk)["rss_bytes"].tolist() == [123]
 
 
 def test_sli_samples_are_stored_once_and_filtered_by_job_and_name(engine: Engine) -> None:
@@ -164,7 +164,7 @@ def test_runs_query_filters_by_job_and_status(engine: Engine) -> None:
 
 
 def test_queries_on_an_unknown_run_return_empty_frames_with_columns(engine: Engine) -> None:
-    frame = queries.steps(engine, "nope")
+    frame = queries.steps(engine, run_pk=404)
     assert frame.empty and "loss" in frame.columns
     assert queries.run(engine, "nope") is None
-    assert queries.histogram_matrix(engine, "nope", "x").empty
+    assert queries.histogram_matrix(engine, 404, "x").empty

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from rmswatch.trainer_hooks import Monitor, reference
+from rmswatch.trainer_hooks.packing import decode
+from rmswatch.trainer_hooks.plan import StatsPlan, choose_plan
 from rmswatch.trainer_hooks.records import RMS_EDGES, LayerStats
-from rmswatch.trainer_hooks.stats import decode, weighted_lower_quantiles
+from rmswatch.trainer_hooks.selection import weighted_lower_quantiles
 from tests.trainer_hooks.support import batches, tiny_model, train
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -33,6 +35,28 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "wd-centered-for-loop": {"centered": True, "weight_decay": 0.1, "foreach": False},
 }
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+CPU = torch.device("cpu")
+# The CPU statistics plans the agreement tests run on: fused (one chunk per tensor), fused with
+# 40-byte chunks (every sum and distribution spans chunks), and per-layer (chunk_bytes=0).
+EXACT_PLANS: dict[str, StatsPlan] = {
+    "fused": choose_plan(CPU, exact_every=1),
+    "fused-40B": choose_plan(CPU, chunk_bytes=40, exact_every=1),
+    "per-layer": choose_plan(CPU, chunk_bytes=0, exact_every=1),
+}
+
+
+def _monitor(opt: torch.optim.Optimizer, plan: StatsPlan, **kw: Any) -> Monitor:
+    """A Monitor on `plan`; fails when the knobs would have chosen another plan."""
+    mon = Monitor(
+        opt,
+        exact_every=plan.exact_every,
+        sample_size=plan.sample_size,
+        chunk_bytes=plan.chunk_bytes,
+        kernel=plan.kernel,
+        **kw,
+    )
+    assert mon.stats_plan == plan
+    return mon
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -117,18 +141,16 @@ def _assert_agrees(fast: LayerStats, ref: LayerStats, rel: float, name: str) -> 
         "tensor-lr",
     ],
 )
-@pytest.mark.parametrize("chunk_bytes", [1 << 20, 40, 0], ids=["fused", "fused-40B", "per-layer"])
+@pytest.mark.parametrize("plan", list(EXACT_PLANS.values()), ids=list(EXACT_PLANS))
 def test_exact_statistics_agree_with_the_float64_reference(
-    variant: str, dtype: torch.dtype, chunk_bytes: int
+    variant: str, dtype: torch.dtype, plan: StatsPlan
 ) -> None:
     model = tiny_model(dtype)
     # eps=1e-8 underflows to 0 in float16, so torch's own step divides by zero there; the fast
     # path works in float32 and would (rightly) differ. A representable eps keeps it meaningful.
     low_precision = dtype != torch.float32
     opt = _opt(model, variant, eps=2e-3) if low_precision else _opt(model, variant)
-    # fused: one chunk per tensor (small tensors: whole-tensor distributions); fused-40B: every
-    # sum and distribution spans chunks; per-layer: chunk_bytes=0.
-    mon = Monitor(opt, model=model, exact_every=1, chunk_bytes=chunk_bytes)
+    mon = _monitor(opt, plan, model=model)
     refs: list[dict[str, LayerStats]] = []
     frozen = model[0].bias  # a parameter without a gradient from step 2 on
 
@@ -164,7 +186,7 @@ def test_compiled_kernel_agrees_with_the_float64_reference(variant: str) -> None
     """The opt-in torch.compile'd norm pass (float32), against the same reference."""
     model = tiny_model()
     opt = _opt(model, variant)
-    mon = Monitor(opt, model=model, kernel="compiled", exact_every=1)
+    mon = _monitor(opt, choose_plan(CPU, kernel="compiled", exact_every=1), model=model)
     refs: list[dict[str, LayerStats]] = []
 
     def after_step(i: int, loss: torch.Tensor) -> None:
@@ -178,7 +200,7 @@ def test_compiled_kernel_agrees_with_the_float64_reference(variant: str) -> None
 
     train(model, opt, batches(2), after_step=after_step)
     mon.close()
-    assert mon._engine.kernel == "compiled"
+    assert mon.stats_plan.kernel == "compiled"  # it compiled and ran, no eager fallback
     for record, ref in zip(mon.records, refs, strict=True):
         for name, stats in record.layers.items():
             _assert_agrees(stats, ref[name], 1e-5, f"step{record.step}.{name}")
@@ -205,20 +227,20 @@ def test_an_unknown_kernel_is_refused_with_the_accepted_values() -> None:
 )
 @pytest.mark.parametrize("path", ["per-layer", "fused-exact", "fused-sampled", "compiled"])
 def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path: str) -> None:
+    # per-layer: full-tensor temporaries; fused-*: 40-byte scratch, so each sum spans chunks.
+    plan = {
+        "per-layer": choose_plan(CPU, chunk_bytes=0, exact_every=1),
+        "fused-exact": choose_plan(CPU, chunk_bytes=40, exact_every=1),
+        "fused-sampled": choose_plan(CPU, chunk_bytes=40, sample_size=1),
+        "compiled": choose_plan(CPU, kernel="compiled", sample_size=1),
+    }[path]
     torch.set_default_dtype(torch.float64)
     try:
         model = tiny_model(torch.float64)
     finally:
         torch.set_default_dtype(torch.float32)
     opt = _opt(model, variant)
-    # per-layer: full-tensor temporaries; fused-*: 40-byte scratch, so each sum spans chunks.
-    knobs = {
-        "per-layer": {"exact_every": 1, "chunk_bytes": 0},
-        "fused-exact": {"exact_every": 1, "chunk_bytes": 40},
-        "fused-sampled": {"sample_size": 1, "chunk_bytes": 40},
-        "compiled": {"sample_size": 1, "kernel": "compiled"},
-    }
-    mon = Monitor(opt, model=model, **knobs[path])  # type: ignore[arg-type]
+    mon = _monitor(opt, plan, model=model)
     before: list[dict[str, torch.Tensor]] = []
     actual: list[dict[str, float]] = []
 
@@ -233,11 +255,11 @@ def test_derived_update_norm_equals_the_change_the_step_made(variant: str, path:
     train(model, opt, batches(4, torch.float64), after_backward=snapshot, after_step=measure)
     mon.close()
     if path == "per-layer":
-        assert not mon._engine._scratch
+        assert "fused" not in mon.layer_paths.values()
     elif path == "compiled":
-        assert mon._engine.kernel == "compiled"  # it compiled and ran, no eager fallback
+        assert mon.stats_plan.kernel == "compiled"  # it compiled and ran, no eager fallback
     elif "momentum" not in VARIANTS[variant]:
-        assert mon._engine._scratch  # the update norm went through the fused chunk pass
+        assert "fused" in mon.layer_paths.values()  # the update norm went through the fused pass
     for record, real in zip(mon.records, actual, strict=True):
         for name, stats in record.layers.items():
             assert stats.update_norm == pytest.approx(real[name], rel=1e-9, abs=1e-15), name
@@ -364,13 +386,15 @@ def test_chunked_exact_distribution_equals_the_sorting_path_at_bucket_edges(
     opt.step()
     opt.state[param]["square_avg"].copy_(rms * rms)
     stats = {}
+    paths = {}
     for label, chunk_bytes in (("fused", 1024), ("per-layer", 0)):
-        mon = Monitor(opt, chunk_bytes=chunk_bytes, exact_every=1)
+        mon = _monitor(opt, choose_plan(CPU, chunk_bytes=chunk_bytes, exact_every=1))
         packed = mon._engine.compute(exact=True)
         layers, _, _ = decode(packed, packed.buffer.tolist(), RMS_EDGES)
         stats[label] = layers["group0.param0"]
+        paths[label] = packed.layers[0].path
         mon.close()
-    assert mon._engine._scratch == {}  # the per-layer engine really took the other path
+    assert paths == {"fused": "fused", "per-layer": "per-layer"}  # each took its own path
     fused, plain = stats["fused"], stats["per-layer"]
     assert fused.rms_hist == plain.rms_hist and fused.rms_hist is not None
     assert fused.rms_hist.zeros == 7 and fused.rms_hist.total == rms.numel()

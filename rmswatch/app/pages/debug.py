@@ -12,7 +12,7 @@ from rmswatch.app.context import current
 from rmswatch.app.downsample import downsample_frame
 from rmswatch.app.selection import from_query, pick_run, runs_for
 from rmswatch.app.views import common, debug
-from rmswatch.store.queries import views as queries
+from rmswatch.store import queries
 
 dash.register_page(__name__, path="/debug", name="Debug", order=3, title="rmswatch · debug")  # type: ignore[no-untyped-call]
 

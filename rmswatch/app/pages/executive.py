@@ -14,7 +14,7 @@ from rmswatch.app.context import current
 from rmswatch.app.selection import Selection, from_query, runs_for
 from rmswatch.app.views import common, executive
 from rmswatch.app.views import slo as slo_views
-from rmswatch.store.queries import views as queries
+from rmswatch.store import queries
 
 dash.register_page(
     __name__, path="/executive", name="Executive", order=1, title="rmswatch · executive"

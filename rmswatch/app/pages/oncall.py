@@ -15,7 +15,7 @@ from rmswatch.app.context import current
 from rmswatch.app.downsample import downsample_frame
 from rmswatch.app.selection import describe, from_query, pick_run, runs_for
 from rmswatch.app.views import common, oncall
-from rmswatch.store.queries import views as queries
+from rmswatch.store import queries
 
 dash.register_page(__name__, path="/oncall", name="On-call", order=0, title="rmswatch · on-call")  # type: ignore[no-untyped-call]
 

@@ -15,7 +15,7 @@ from rmswatch.app.components import empty_state, graph, kpi, share_link, table
 from rmswatch.app.context import current
 from rmswatch.app.slo_source import SloSnapshot
 from rmswatch.app.views import common, slo
-from rmswatch.store.queries import alerts as alert_queries
+from rmswatch.store import queries as alert_queries
 
 dash.register_page(__name__, path="/slo", name="SLOs", order=2, title="rmswatch · SLOs")  # type: ignore[no-untyped-call]
 

@@ -149,38 +149,49 @@ def timeline(
 
 def order_events(frame: pd.DataFrame, step_times: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every event in one order. An event known only by its step gets that step's time from
-    `step_times` (step, time); one known only by its time gets the last step at or before it;
-    events then sort by time, ties by step, so alerts, spikes, NaNs and checkpoints interleave
-    as they happened."""
+    `step_times` (step, time; the nearest recorded step at or before it, as telemetry may be
+    sparse); one known only by its time gets the last step at or before it; events then sort
+    by time, ties by step, so alerts, spikes, NaNs and checkpoints interleave as they happened.
+
+    Built from whole columns (no masked `.loc` writes), so an event table with nothing to fill
+    in behaves the same under pandas 2 and 3."""
     frame = frame.copy()
-    frame["step"] = pd.to_numeric(frame["step"], errors="coerce").astype("Float64")
+    step = pd.to_numeric(frame["step"], errors="coerce").astype(float)
+    time = _utc_ns(frame["time"])
     if step_times is not None and not step_times.empty:
-        known = step_times.dropna(subset=["time"]).sort_values("step")
-        known = known.assign(time=pd.to_datetime(known["time"], utc=True))
-        by_step = known.set_index("step")["time"]
-        missing_time = frame["time"].isna() & frame["step"].notna()
-        frame.loc[missing_time, "time"] = frame.loc[missing_time, "step"].map(
-            lambda step: _time_at(by_step, float(step))
-        )
-        missing_step = frame["step"].isna() & frame["time"].notna()
-        if missing_step.any():
-            timed = frame.loc[missing_step, ["time"]].assign(
-                time=lambda f: pd.to_datetime(f["time"], utc=True)
-            )
-            placed = pd.merge_asof(
-                timed.reset_index().sort_values("time"),
-                known[["time", "step"]].rename(columns={"step": "found"}),
-                on="time",
-                direction="backward",
-            ).set_index("index")
-            frame.loc[placed.index, "step"] = placed["found"].astype("Float64")
-    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+        known = step_times.assign(time=_utc_ns(step_times["time"])).dropna(subset=["time"])
+        known = known.assign(step=pd.to_numeric(known["step"], errors="coerce").astype(float))
+        known = known.dropna(subset=["step"])
+        if not known.empty:
+            time = time.where(time.notna(), _time_of_step(known.sort_values("step"), step))
+            step = step.where(step.notna(), _step_of_time(known.sort_values("time"), time))
+    frame["time"] = time
+    frame["step"] = step
     frame = frame.sort_values(["time", "step"], na_position="last", kind="stable")
-    frame["step"] = frame["step"].astype("Int64")
+    frame["step"] = frame["step"].round().astype("Int64")
     return frame.reset_index(drop=True)
 
 
-def _time_at(by_step: pd.Series, step: float) -> Any:
-    """The time of `step`, or of the nearest recorded step before it (telemetry may be sparse)."""
-    before = by_step[by_step.index <= step]
-    return before.iloc[-1] if not before.empty else pd.NaT
+def _utc_ns(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
+
+
+def _epoch_ns(times: pd.Series) -> np.ndarray:
+    """UTC nanoseconds since the epoch; the smallest int64 for NaT (sorts before every time)."""
+    naive = times.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[ns]")
+    return np.where(np.isnat(naive), np.iinfo("int64").min, naive.astype("int64"))
+
+
+def _time_of_step(known: pd.DataFrame, step: pd.Series) -> pd.Series:
+    """For each step, the time of the last recorded step at or before it (NaT before the first)."""
+    where = np.searchsorted(known["step"].to_numpy(), step.fillna(-np.inf).to_numpy(), "right")
+    times = known["time"].iloc[np.clip(where - 1, 0, None)].to_numpy()
+    found = pd.Series(times, index=step.index).astype("datetime64[ns, UTC]")
+    return found.where((where > 0) & step.notna().to_numpy())
+
+
+def _step_of_time(known: pd.DataFrame, time: pd.Series) -> pd.Series:
+    """For each time, the last step recorded at or before it (NaN before the first)."""
+    where = np.searchsorted(_epoch_ns(known["time"]), _epoch_ns(time), "right")
+    steps = known["step"].to_numpy()[np.clip(where - 1, 0, None)]
+    return pd.Series(steps, index=time.index).where((where > 0) & time.notna().to_numpy())

@@ -2,18 +2,16 @@
 
 `write()` (on the monitor's sink thread) only stores the newest record and adds to counters; the
 `RunCollector` renders metric families from that snapshot when Prometheus scrapes, applying the
-cardinality guard. Metric names, types and help come from `rmswatch.collectors.catalogue`.
+cardinality guard (`guard.py`). Metric names, types and help come from
+`rmswatch.collectors.catalogue`.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,11 +20,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
 from rmswatch.collectors import catalogue as cat
+from rmswatch.collectors.prometheus.guard import DEFAULT_MAX_LAYERS, guard_layers, layer_key
+from rmswatch.collectors.prometheus.labels import run_labels
 from rmswatch.trainer_hooks.records import (
-    RMS_EDGES,
     CheckpointRecord,
-    Histogram,
-    LayerStats,
     RunInfo,
     RunStatus,
     StepRecord,
@@ -40,10 +37,7 @@ if TYPE_CHECKING:
 
     FloatArray = NDArray[np.float64]
 
-DEFAULT_MAX_LAYERS = 20
 _LAYER_KINDS = ("grad", "param", "state")
-_LABEL_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_LABEL_BAD_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 
 def _le(bound: float) -> str:
@@ -54,299 +48,6 @@ def _le(bound: float) -> str:
 _RMS_LE = tuple(_le(b) for b in cat.RMS_BUCKET_BOUNDS)
 _EFF_LE = tuple(_le(b) for b in cat.EFFECTIVE_LR_BUCKET_BOUNDS)
 _DURATION_LE = tuple(_le(b) for b in cat.STEP_DURATION_BUCKETS)
-# Where each slot of an RMS vector (exact zeros, then the hooks' buckets) sits: its centre.
-_RMS_CENTRES: FloatArray = np.array(
-    [0.0] + [math.sqrt(lo * hi) for lo, hi in zip(RMS_EDGES[:-1], RMS_EDGES[1:], strict=True)]
-)
-_EFF_BOUNDS: FloatArray = np.array(cat.EFFECTIVE_LR_BUCKET_BOUNDS)
-_RMS_BOUNDS: FloatArray = np.array(cat.RMS_BUCKET_BOUNDS)
-
-
-def sanitize_label_name(name: str) -> str:
-    """A valid Prometheus label name for a user label that doesn't clash with rmswatch's own."""
-    clean = _LABEL_BAD_CHARS.sub("_", name) or "_"
-    if clean[0].isdigit():
-        clean = "_" + clean
-    if clean.startswith("__") or clean in cat.RESERVED_LABELS:
-        clean = "user_" + clean.lstrip("_")
-    return clean
-
-
-def run_labels(run: RunInfo) -> dict[str, str]:
-    """The labels on every series of a run: job, run_id, rank, then the user's, sanitised."""
-    labels = {"job": run.job, "run_id": run.run_id, "rank": str(run.rank)}
-    for key, value in run.labels.items():
-        name = key if _LABEL_OK.match(key) and key not in cat.RESERVED_LABELS else None
-        name = name or sanitize_label_name(key)
-        while name in labels:  # two user keys that sanitise to the same name
-            name += "_"
-        labels[name] = str(value)
-    return labels
-
-
-# --- distributions -------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=64)
-def _rebin_map(edges: tuple[float, ...]) -> tuple[int, ...]:
-    """Slot in the RMS vector for each bucket of a histogram with other edges (by its centre)."""
-    centres = [math.sqrt(lo * hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-    return tuple(bisect.bisect_left(cat.RMS_BUCKET_BOUNDS, c) for c in centres)
-
-
-def rms_vector(hist: Histogram) -> FloatArray:
-    """Counts of one histogram as an RMS vector: slot 0 exact zeros, then one per bucket."""
-    if hist.edges == RMS_EDGES:
-        return np.array((hist.zeros, *hist.counts), dtype=np.float64)
-    out = np.zeros(len(cat.RMS_BUCKET_BOUNDS))
-    out[0] = hist.zeros
-    np.add.at(out, list(_rebin_map(hist.edges)), hist.counts)
-    return out
-
-
-@lru_cache(maxsize=256)
-def _eff_map(lr: float, eps: float) -> tuple[int, ...]:
-    with np.errstate(divide="ignore"):
-        eff = lr / (_RMS_CENTRES + eps)
-    return tuple(int(i) for i in np.searchsorted(_EFF_BOUNDS, eff, side="left"))
-
-
-def effective_lr_vector(rms: FloatArray, lr: float, eps: float) -> FloatArray:
-    """Move each RMS slot whole to the effective-LR bucket of its centre (lr / (centre + eps))."""
-    if not (math.isfinite(lr) and math.isfinite(eps)) or lr < 0 or eps < 0:
-        return np.zeros(len(_EFF_BOUNDS))
-    index = np.fromiter(_eff_map(lr, eps), dtype=np.intp, count=len(_RMS_CENTRES))
-    return np.bincount(index, weights=rms, minlength=len(_EFF_BOUNDS)).astype(np.float64)
-
-
-def quantile_from_buckets(counts: FloatArray, bounds: FloatArray, q: float) -> float | None:
-    """Quantile q of bucketed counts, log-interpolated inside the bucket (None when empty)."""
-    total = float(counts.sum())
-    if total <= 0:
-        return None
-    cumulative = np.cumsum(counts)
-    i = int(np.searchsorted(cumulative, q * total, side="left"))
-    i = min(i, len(bounds) - 1)
-    upper = float(bounds[i])
-    lower = float(bounds[i - 1]) if i > 0 else 0.0
-    if math.isinf(upper):
-        return lower
-    if lower <= 0:
-        return upper
-    below = float(cumulative[i - 1]) if i > 0 else 0.0
-    frac = (q * total - below) / float(counts[i]) if counts[i] > 0 else 1.0
-    return float(lower * (upper / lower) ** min(max(frac, 0.0), 1.0))
-
-
-# --- the cardinality guard -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LayerView:
-    """One exported layer (a tensor, a module prefix, or `__other__`) at one step."""
-
-    name: str
-    grad_norm: float
-    param_norm: float
-    update_norm: float
-    update_ratio: float
-    nonfinite: int
-    eff_lr: Mapping[str, float]
-    rms: FloatArray | None
-    eff: FloatArray | None
-
-
-def _norm(values: Iterable[float]) -> float:
-    return math.sqrt(math.fsum(v * v for v in values))
-
-
-def _ratio(update: float, param: float) -> float:
-    if param > 0:
-        return update / param
-    return 0.0 if update == 0 else math.inf
-
-
-def _nan_min(values: Sequence[float]) -> float:
-    return math.nan if any(math.isnan(v) for v in values) else min(values)
-
-
-def _nan_max(values: Sequence[float]) -> float:
-    return math.nan if any(math.isnan(v) for v in values) else max(values)
-
-
-class _Distributions:
-    """RMS and effective-LR vectors of every layer of one record, summed lazily by member set."""
-
-    def __init__(self, record: StepRecord, run: RunInfo | None) -> None:
-        self.names = [n for n, s in record.layers.items() if s.rms_hist is not None]
-        self.row = {name: i for i, name in enumerate(self.names)}
-        rows = []
-        for name in self.names:
-            hist = record.layers[name].rms_hist
-            assert hist is not None
-            rows.append(
-                (hist.zeros, *hist.counts)
-                if hist.edges == RMS_EDGES
-                else tuple(rms_vector(hist).tolist())
-            )
-        self.matrix: FloatArray = (
-            np.array(rows, dtype=np.float64) if rows else np.zeros((0, len(cat.RMS_BUCKET_BOUNDS)))
-        )
-        self.group = np.array([record.layers[n].group for n in self.names], dtype=np.intp)
-        hyper = run.hyperparameters if run is not None else ()
-        lrs = record.lrs or (record.lr,)
-        self.lr_eps: dict[int, tuple[float, float]] = {}
-        for g in set(self.group.tolist()):
-            lr = lrs[g] if g < len(lrs) else record.lr
-            eps = float(hyper[g].get("eps", 1e-8)) if g < len(hyper) else 1e-8
-            self.lr_eps[g] = (float(lr), eps)
-
-    def of(self, members: Sequence[str] | None) -> tuple[FloatArray, FloatArray] | None:
-        """(rms, eff) summed over `members` (None: every layer); None when none has a histogram."""
-        if members is None:
-            index = np.arange(len(self.names))
-        else:
-            index = np.array([self.row[m] for m in members if m in self.row], dtype=np.intp)
-        if index.size == 0:
-            return None
-        rows, groups = self.matrix[index], self.group[index]
-        rms = rows.sum(axis=0)
-        eff = np.zeros(len(_EFF_BOUNDS))
-        for g in np.unique(groups).tolist():
-            eff += effective_lr_vector(rows[groups == g].sum(axis=0), *self.lr_eps[g])
-        return rms, eff
-
-
-def _layer_key(name: str, depth: int | None) -> str:
-    if depth is None:
-        return name
-    return ".".join(name.split(".")[:depth])
-
-
-def _view(
-    key: str,
-    members: Sequence[str],
-    layers: Mapping[str, LayerStats],
-    dists: _Distributions | None,
-) -> LayerView:
-    stats = [layers[m] for m in members]
-    nonfinite = sum(s.nonfinite_grad + s.nonfinite_param + s.nonfinite_state for s in stats)
-    summed = dists.of(members) if dists is not None else None
-    rms, eff = summed if summed is not None else (None, None)
-    if len(stats) == 1:
-        s = stats[0]
-        single = {
-            stat: value
-            for stat, value in zip(
-                cat.EFFECTIVE_LR_STATS,
-                (s.eff_lr_min, s.eff_lr_mean, s.eff_lr_p50, s.eff_lr_p95, s.eff_lr_max),
-                strict=True,
-            )
-            if value is not None
-        }
-        norms = (s.grad_norm, s.param_norm, s.update_norm, s.update_ratio)
-        return LayerView(key, *norms, nonfinite, single, rms, eff)
-    grad = _norm(s.grad_norm for s in stats)
-    param = _norm(s.param_norm for s in stats)
-    update = _norm(s.update_norm for s in stats)
-    with_state = [s for s in stats if s.eff_lr_mean is not None]
-    eff_lr: dict[str, float] = {}
-    if with_state:
-        weights = [max(s.numel, 1) for s in with_state]
-        means = [float(s.eff_lr_mean or 0.0) for s in with_state]
-        eff_lr["min"] = _nan_min([float(s.eff_lr_min or 0.0) for s in with_state])
-        eff_lr["max"] = _nan_max([float(s.eff_lr_max or 0.0) for s in with_state])
-        eff_lr["mean"] = math.fsum(w * m for w, m in zip(weights, means, strict=True)) / sum(
-            weights
-        )
-        if eff is not None:
-            for stat, q in (("p50", 0.5), ("p95", 0.95)):
-                value = quantile_from_buckets(eff, _EFF_BOUNDS, q)
-                if value is not None:
-                    eff_lr[stat] = value
-    return LayerView(key, grad, param, update, _ratio(update, param), nonfinite, eff_lr, rms, eff)
-
-
-def _rank(view: LayerView) -> tuple[int, float]:
-    grad = view.grad_norm
-    return (0 if view.nonfinite else 1, -(math.inf if not math.isfinite(grad) else grad))
-
-
-@dataclass(frozen=True, slots=True)
-class GuardedLayers:
-    """What the guard exports for one record: named layers, and the rest merged (or None)."""
-
-    layers: tuple[LayerView, ...]
-    other: LayerView | None
-    total: int
-
-
-def guard_layers(
-    record: StepRecord,
-    run: RunInfo | None,
-    *,
-    layer_depth: int | None,
-    max_layers: int | None,
-    distributions: bool,
-) -> tuple[GuardedLayers, tuple[FloatArray, FloatArray] | None]:
-    """Apply the cardinality guard to a record's layers; also returns the global distributions."""
-    dists = _Distributions(record, run) if record.layers else None
-    grouped: dict[str, list[str]] = {}
-    for name in record.layers:
-        grouped.setdefault(_layer_key(name, layer_depth), []).append(name)
-    # Cheap scalar views first (no distributions) to rank; distributions only for the exported.
-    views = {key: _view(key, members, record.layers, None) for key, members in grouped.items()}
-    if max_layers is None or len(views) <= max_layers:
-        chosen = list(views)
-    else:
-        chosen = sorted(views, key=lambda k: _rank(views[k]))[:max_layers]
-    layer_dists = dists if distributions else None
-    exported = tuple(_view(k, grouped[k], record.layers, layer_dists) for k in chosen)
-    global_dists = dists.of(None) if dists is not None else None
-    other = None
-    if len(chosen) < len(views):
-        chosen_set = set(chosen)
-        rest = [m for k, members in grouped.items() if k not in chosen_set for m in members]
-        other = _view(cat.OTHER_LAYERS, rest, record.layers, None)
-        if layer_dists is not None and global_dists is not None:
-            # The rest is everything minus what was exported: one subtraction, not a second sum.
-            rms, eff = global_dists[0].copy(), global_dists[1].copy()
-            for view in exported:
-                if view.rms is not None and view.eff is not None:
-                    rms -= view.rms
-                    eff -= view.eff
-            other = _with_dists(other, rest, record.layers, rms, eff)
-    return GuardedLayers(exported, other, len(views)), global_dists
-
-
-def _with_dists(
-    view: LayerView,
-    members: Sequence[str],
-    layers: Mapping[str, LayerStats],
-    rms: FloatArray,
-    eff: FloatArray,
-) -> LayerView:
-    eff_lr = dict(view.eff_lr)
-    if len(members) > 1:
-        for stat, q in (("p50", 0.5), ("p95", 0.95)):
-            value = quantile_from_buckets(eff, _EFF_BOUNDS, q)
-            if value is not None:
-                eff_lr[stat] = value
-    has_state = any(layers[m].rms_hist is not None for m in members)
-    return LayerView(
-        view.name,
-        view.grad_norm,
-        view.param_norm,
-        view.update_norm,
-        view.update_ratio,
-        view.nonfinite,
-        eff_lr,
-        rms if has_state else None,
-        eff if has_state else None,
-    )
-
-
-# --- the collector -------------------------------------------------------------------------
 
 
 class _Families:
@@ -615,7 +316,7 @@ class RunCollector:
             return
         grouped: dict[str, list[int]] = {}
         for name, counts in totals.items():
-            into = grouped.setdefault(_layer_key(name, self.layer_depth), [0, 0, 0])
+            into = grouped.setdefault(layer_key(name, self.layer_depth), [0, 0, 0])
             for i, c in enumerate(counts):
                 into[i] += c
         names = sorted(grouped, key=lambda k: (-sum(grouped[k]), k))

@@ -5,15 +5,14 @@ desync checks and the newest checkpoint load of each run (resume fidelity). SQL 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
-from rmswatch.store.models import Checkpoint, LayerStep, RankCheck, Run, Step
-from rmswatch.store.queries.alerts_sli import _epoch_column, _frame
+from rmswatch.store.models import Checkpoint, LayerStep, RankCheck, Step
+from rmswatch.store.queries._common import _frame, _pk, _pks
 
-LAYER_FIELDS = (
+RANK_LAYER_FIELDS = (
     "grad_norm",
     "param_norm",
     "update_norm",
@@ -26,20 +25,16 @@ LAYER_FIELDS = (
 )
 
 
-def _run_pk(run_id: str) -> Any:
-    return select(Run.id).where(Run.run_id == run_id).scalar_subquery()
-
-
-def ranks(engine: Engine, run_id: str) -> list[int]:
+def ranks(engine: Engine, run_pk: int) -> list[int]:
     """The ranks that wrote steps into the run, ascending (the rank picker's choices)."""
-    statement = select(Step.rank).where(Step.run_pk == _run_pk(run_id)).distinct()
+    statement = select(Step.rank).where(Step.run_pk == _pk(run_pk)).distinct()
     with engine.connect() as conn:
         return sorted(int(r) for r in conn.execute(statement).scalars())
 
 
 def layer_across_ranks(
     engine: Engine,
-    run_id: str,
+    run_pk: int,
     field: str,
     *,
     layers: Sequence[str] | None = None,
@@ -50,17 +45,17 @@ def layer_across_ranks(
     With `rank`, that rank's value only (min = median = max). Columns: step, layer, min, median,
     max, ranks.
     """
-    if field not in LAYER_FIELDS:
-        raise ValueError(f"field={field!r}: expected one of {', '.join(LAYER_FIELDS)}")
+    if field not in RANK_LAYER_FIELDS:
+        raise ValueError(f"field={field!r}: expected one of {', '.join(RANK_LAYER_FIELDS)}")
     column = getattr(LayerStep, field)
-    statement = select(LayerStep.step, LayerStep.layer, LayerStep.rank, column).where(
-        LayerStep.run_pk == _run_pk(run_id)
-    )
+    statement = select(
+        LayerStep.step, LayerStep.layer, LayerStep.rank, column.label("value")
+    ).where(LayerStep.run_pk == _pk(run_pk))
     if layers is not None:
         statement = statement.where(LayerStep.layer.in_(list(layers)))
     if rank is not None:
         statement = statement.where(LayerStep.rank == rank)
-    frame = _frame(engine, statement, ["step", "layer", "rank", "value"])
+    frame = _frame(engine, statement)
     columns = ["step", "layer", "min", "median", "max", "ranks"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
@@ -70,20 +65,19 @@ def layer_across_ranks(
     return out.rename(columns={"count": "ranks"})[columns]
 
 
-def rank_progress(engine: Engine, run_id: str) -> pd.DataFrame:
+def rank_progress(engine: Engine, run_pk: int) -> pd.DataFrame:
     """Per rank: last step, when, and the median step time: what a straggler flag reads.
 
-    Columns: rank, last_step, last_time (epoch seconds), median_step_seconds, steps_behind
+    Columns: rank, last_step, last_time (UTC Timestamp), median_step_seconds, steps_behind
     (the leading rank's last step minus this rank's).
     """
     statement = select(Step.rank, Step.step, Step.time, Step.step_seconds).where(
-        Step.run_pk == _run_pk(run_id)
+        Step.run_pk == _pk(run_pk)
     )
-    frame = _frame(engine, statement, ["rank", "step", "time", "step_seconds"])
+    frame = _frame(engine, statement, ("time",))
     columns = ["rank", "last_step", "last_time", "median_step_seconds", "steps_behind"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    _epoch_column(frame, "time")
     frame["step_seconds"] = pd.to_numeric(frame["step_seconds"])
     out = frame.groupby("rank").agg(
         last_step=("step", "max"),
@@ -122,14 +116,14 @@ def stragglers(
 
 
 def latest_rank_checks(engine: Engine, run_pks: Sequence[int]) -> pd.DataFrame:
-    """Per run: its newest compared (not skipped) desync check. Columns: run_pk, step, time,
-    status, ranks, layers, detail."""
+    """Per run: its newest compared (not skipped) desync check. Columns: run_pk, step, time
+    (UTC Timestamp), status, ranks, layers, detail."""
     columns = ["run_pk", "step", "time", "status", "ranks", "layers", "detail"]
     if not run_pks:
         return pd.DataFrame(columns=columns)
     newest = (
         select(RankCheck.run_pk, func.max(RankCheck.step).label("step"))
-        .where(RankCheck.run_pk.in_(list(run_pks)), RankCheck.status != "skipped")
+        .where(RankCheck.run_pk.in_(_pks(run_pks)), RankCheck.status != "skipped")
         .group_by(RankCheck.run_pk)
         .subquery()
     )
@@ -142,9 +136,8 @@ def latest_rank_checks(engine: Engine, run_pks: Sequence[int]) -> pd.DataFrame:
         RankCheck.layers,
         RankCheck.detail,
     ).join(newest, (newest.c.run_pk == RankCheck.run_pk) & (newest.c.step == RankCheck.step))
-    frame = _frame(engine, statement, columns)
-    _epoch_column(frame, "time")
-    return frame
+    frame = _frame(engine, statement, ("time",))
+    return frame if not frame.empty else pd.DataFrame(columns=columns)
 
 
 def latest_checkpoint_loads(engine: Engine, run_pks: Sequence[int]) -> pd.DataFrame:
@@ -160,10 +153,9 @@ def latest_checkpoint_loads(engine: Engine, run_pks: Sequence[int]) -> pd.DataFr
         Checkpoint.path,
         Checkpoint.detail,
         Checkpoint.id,
-    ).where(Checkpoint.run_pk.in_(list(run_pks)), Checkpoint.action == "load")
-    frame = _frame(engine, statement, [*columns, "id"])
-    _epoch_column(frame, "time")
+    ).where(Checkpoint.run_pk.in_(_pks(run_pks)), Checkpoint.action == "load")
+    frame = _frame(engine, statement, ("time",))
     if frame.empty:
-        return frame[columns]
+        return pd.DataFrame(columns=columns)
     frame = frame.sort_values(["run_pk", "time", "id"]).groupby("run_pk").tail(1)
     return frame[columns].reset_index(drop=True)

@@ -1,13 +1,12 @@
-"""SLI event counts and health-rule inputs for alert evaluation: SQL in, pandas out.
+"""Inputs of alert evaluation: SLI event counts per time bucket and health-rule step tails.
 
 Every count is pre-aggregated in SQL per (run, time bucket), so one evaluation tick reads a few
-rows per run however many steps the runs logged; `time`s are UTC epoch seconds (floats).
+rows per run however many steps the runs logged. A bucket is floor(epoch seconds / bucket).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -16,6 +15,13 @@ from sqlalchemy import Integer as SqlInteger
 from sqlalchemy.sql.elements import ColumnElement
 
 from rmswatch.store.models import Checkpoint, Run, SliSample, Step, Validation
+from rmswatch.store.queries._common import (
+    TimeLike,
+    _frame,
+    _pks,
+    as_datetime,
+    epoch_seconds,
+)
 
 _NONFINITE_COLUMNS = {
     "loss": Step.nonfinite_loss,
@@ -23,26 +29,8 @@ _NONFINITE_COLUMNS = {
     "param": Step.nonfinite_param,
     "state": Step.nonfinite_state,
 }
-COUNT_COLUMNS = ["run_pk", "bucket", "good", "total"]
-
-
-def to_datetime(epoch_seconds: float) -> datetime:
-    return datetime.fromtimestamp(epoch_seconds, tz=UTC)
-
-
-def _epoch(value: Any) -> Any:
-    if value is None or value is pd.NaT:
-        return float("nan")
-    if isinstance(value, datetime):
-        if value.tzinfo is None:  # SQLite hands back naive UTC
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    number: float = float(value)
-    return number
-
-
-def _epoch_column(frame: pd.DataFrame, column: str) -> None:
-    frame[column] = [_epoch(v) for v in frame[column]] if len(frame) else pd.Series(dtype=float)
+COUNT_COLUMNS = ("run_pk", "bucket", "good", "total")
+_COUNT_TYPES = {"run_pk": "int64", "bucket": "int64", "good": "float64", "total": "float64"}
 
 
 def _bucket(engine: Engine, column: Any, bucket_seconds: int) -> ColumnElement[Any]:
@@ -52,53 +40,25 @@ def _bucket(engine: Engine, column: Any, bucket_seconds: int) -> ColumnElement[A
     return cast(func.floor(func.extract("epoch", column) / bucket_seconds), SqlInteger)
 
 
-def _frame(engine: Engine, statement: Any, columns: list[str]) -> pd.DataFrame:
-    with engine.connect() as conn:
-        rows = conn.execute(statement).all()
-    return pd.DataFrame([tuple(r) for r in rows], columns=columns)
-
-
 def _counts(engine: Engine, statement: Any) -> pd.DataFrame:
-    frame = _frame(engine, statement, COUNT_COLUMNS)
-    return frame.astype(
-        {"run_pk": "int64", "bucket": "int64", "good": "float64", "total": "float64"}
-    )
+    frame = _frame(engine, statement)
+    frame.columns = pd.Index(COUNT_COLUMNS)
+    return frame.astype(_COUNT_TYPES)
 
 
-def runs(engine: Engine, active_since: float) -> pd.DataFrame:
-    """Runs running now or ended since `active_since`, with their heartbeat and labels."""
-    columns = [
-        "run_pk", "run_id", "job", "labels", "status", "started_at", "ended_at",
-        "last_step", "last_step_at", "every",
-    ]  # fmt: skip
-    statement = select(
-        Run.id, Run.run_id, Run.job, Run.labels, Run.status, Run.started_at, Run.ended_at,
-        Run.last_step, Run.last_step_at, Run.every,
-    ).where(
-        or_(
-            Run.status == "running",
-            Run.ended_at.is_(None),
-            Run.ended_at >= to_datetime(active_since),
-        )
-    )  # fmt: skip
-    frame = _frame(engine, statement, columns)
-    for column in ("started_at", "ended_at", "last_step_at"):
-        _epoch_column(frame, column)
-    return frame
-
-
-def _active_step_runs(since: float) -> ColumnElement[bool]:
+def _active_step_runs(since: TimeLike) -> ColumnElement[bool]:
     # only runs that could have logged a step since `since`, so the (run_pk, time) index is used
+    start = as_datetime(since)
     return and_(
         Step.run_pk == Run.id,
-        or_(Run.ended_at.is_(None), Run.ended_at >= to_datetime(since)),
-        Step.time >= to_datetime(since),
+        or_(Run.ended_at.is_(None), Run.ended_at >= start),
+        Step.time >= start,
     )
 
 
 def step_counts(
     engine: Engine,
-    since: float,
+    since: TimeLike,
     bucket_seconds: int,
     *,
     nonfinite_kinds: Sequence[str] = (),
@@ -130,7 +90,7 @@ def step_counts(
 
 def run_outcome_counts(
     engine: Engine,
-    since: float,
+    since: TimeLike,
     bucket_seconds: int,
     good_statuses: Sequence[str],
     bad_statuses: Sequence[str],
@@ -147,13 +107,13 @@ def run_outcome_counts(
         1,
     ).where(
         Run.ended_at.is_not(None),
-        Run.ended_at >= to_datetime(since),
+        Run.ended_at >= as_datetime(since),
         Run.status.in_([*good_statuses, *bad_statuses]),
     )
     return _counts(engine, statement)
 
 
-def checkpoint_save_counts(engine: Engine, since: float, bucket_seconds: int) -> pd.DataFrame:
+def checkpoint_save_counts(engine: Engine, since: TimeLike, bucket_seconds: int) -> pd.DataFrame:
     """Per (run, bucket): checkpoint saves and successful ones."""
     bucket = _bucket(engine, Checkpoint.time, bucket_seconds)
     statement = (
@@ -163,14 +123,14 @@ def checkpoint_save_counts(engine: Engine, since: float, bucket_seconds: int) ->
             func.sum(case((Checkpoint.ok, 1), else_=0)),
             func.count(),
         )
-        .where(Checkpoint.action == "save", Checkpoint.time >= to_datetime(since))
+        .where(Checkpoint.action == "save", Checkpoint.time >= as_datetime(since))
         .group_by(Checkpoint.run_pk, bucket)
     )
     return _counts(engine, statement)
 
 
 def validation_outcome_counts(
-    engine: Engine, since: float, bucket_seconds: int, good_statuses: Sequence[str]
+    engine: Engine, since: TimeLike, bucket_seconds: int, good_statuses: Sequence[str]
 ) -> pd.DataFrame:
     """Per (run, bucket of its end): 1 finished run with 2+ validations, good if its final
     validation loss is not worse than its best earlier one."""
@@ -179,21 +139,17 @@ def validation_outcome_counts(
         .join(Run, Run.id == Validation.run_pk)
         .where(
             Run.ended_at.is_not(None),
-            Run.ended_at >= to_datetime(since),
+            Run.ended_at >= as_datetime(since),
             Run.status.in_(list(good_statuses)),
             Validation.name == "val_loss",
             Validation.value.is_not(None),
         )
         .order_by(Validation.run_pk, Validation.step)
     )
-    frame = _frame(engine, statement, ["run_pk", "ended_at", "step", "value"])
+    frame = _frame(engine, statement)
     if frame.empty:
-        return (
-            pd.DataFrame(columns=COUNT_COLUMNS)
-            .astype("float64")
-            .astype({"run_pk": "int64", "bucket": "int64"})
-        )
-    _epoch_column(frame, "ended_at")
+        return pd.DataFrame(columns=list(COUNT_COLUMNS)).astype(_COUNT_TYPES)
+    frame["ended_at"] = epoch_seconds(frame["ended_at"])
     grouped = frame.groupby("run_pk", sort=False)
     final = grouped["value"].last()
     best_earlier = grouped["value"].apply(lambda v: v.iloc[:-1].min())
@@ -210,20 +166,22 @@ def validation_outcome_counts(
 
 
 def sample_counter_increases(
-    engine: Engine, since: float, bucket_seconds: int, names: Sequence[str]
+    engine: Engine, since: TimeLike, bucket_seconds: int, names: Sequence[str]
 ) -> pd.DataFrame:
     """Per (job, name, bucket): increase of a cumulative SLI-sample counter (resets allowed).
 
     The last sample before `since` is read too, so the first increase in range is exact.
     """
-    start = to_datetime(since)
+    start = as_datetime(since)
+    cutoff = float(since) if isinstance(since, int | float) else start.timestamp()
     before = (
         select(SliSample.job, SliSample.name, func.max(SliSample.time).label("time"))
         .where(SliSample.name.in_(list(names)), SliSample.time < start)
         .group_by(SliSample.job, SliSample.name)
         .subquery()
     )
-    previous = select(SliSample.job, SliSample.name, SliSample.time, SliSample.value).join(
+    sample = (SliSample.job, SliSample.name, SliSample.time, SliSample.value)
+    previous = select(*sample).join(
         before,
         and_(
             SliSample.job == before.c.job,
@@ -231,21 +189,16 @@ def sample_counter_increases(
             SliSample.time == before.c.time,
         ),
     )
-    recent = select(SliSample.job, SliSample.name, SliSample.time, SliSample.value).where(
-        SliSample.name.in_(list(names)), SliSample.time >= start
-    )
-    columns = ["job", "name", "time", "value"]
-    frame = pd.concat(
-        [_frame(engine, previous, columns), _frame(engine, recent, columns)], ignore_index=True
-    )
+    recent = select(*sample).where(SliSample.name.in_(list(names)), SliSample.time >= start)
+    frame = pd.concat([_frame(engine, previous), _frame(engine, recent)], ignore_index=True)
     if frame.empty:
         return pd.DataFrame(columns=["job", "name", "bucket", "increase"])
-    _epoch_column(frame, "time")
+    frame["time"] = epoch_seconds(frame["time"])
     frame = frame.sort_values(["job", "name", "time"])
     delta = frame.groupby(["job", "name"])["value"].diff()
     # a counter that went down was reset: its new value is the increase since the reset
     frame["increase"] = delta.where(delta >= 0, frame["value"])
-    frame = frame[frame["time"] >= since].dropna(subset=["increase"])
+    frame = frame[frame["time"] >= cutoff].dropna(subset=["increase"])
     frame["bucket"] = (frame["time"] // bucket_seconds).astype("int64")
     summed: pd.DataFrame = frame.groupby(["job", "name", "bucket"], as_index=False)[
         ["increase"]
@@ -255,15 +208,26 @@ def sample_counter_increases(
 
 # ------------------------------------------------------------------------- health-rule inputs
 
-STEP_TAIL_COLUMNS = [
-    "run_pk", "step", "time", "loss", "grad_norm", "eff_lr_mean", "step_seconds",
-    "nonfinite_loss", "nonfinite_grad", "nonfinite_param", "nonfinite_state",
-]  # fmt: skip
+_STEP_TAIL_SELECT = (
+    Step.run_pk, Step.step, Step.time, Step.loss, Step.grad_norm, Step.eff_lr_mean,
+    Step.step_seconds, Step.nonfinite_loss, Step.nonfinite_grad, Step.nonfinite_param,
+    Step.nonfinite_state,
+)  # fmt: skip
+STEP_TAIL_COLUMNS = tuple(str(column.key) for column in _STEP_TAIL_SELECT)
+_TAIL_FLOATS = ("loss", "grad_norm", "eff_lr_mean", "step_seconds")
 
 
 def empty_tails() -> pd.DataFrame:
-    frame = pd.DataFrame(columns=STEP_TAIL_COLUMNS)
-    return frame.astype({c: "float64" for c in STEP_TAIL_COLUMNS} | {"run_pk": "int64"})
+    """A `step_tails` frame with no rows."""
+    frame = pd.DataFrame(columns=list(STEP_TAIL_COLUMNS))
+    frame = frame.astype({c: "float64" for c in STEP_TAIL_COLUMNS} | {"run_pk": "int64"})
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    return frame
+
+
+def _tail_frame(engine: Engine, statement: Any) -> pd.DataFrame:
+    frame = _frame(engine, statement, ("time",))
+    return frame.astype({c: "float64" for c in _TAIL_FLOATS})
 
 
 def step_tails(engine: Engine, run_pks: Sequence[int], span_steps: int) -> pd.DataFrame:
@@ -271,71 +235,41 @@ def step_tails(engine: Engine, run_pks: Sequence[int], span_steps: int) -> pd.Da
     if not run_pks:
         return empty_tails()
     statement = (
-        select(
-            Step.run_pk, Step.step, Step.time, Step.loss, Step.grad_norm, Step.eff_lr_mean,
-            Step.step_seconds, Step.nonfinite_loss, Step.nonfinite_grad, Step.nonfinite_param,
-            Step.nonfinite_state,
-        )
+        select(*_STEP_TAIL_SELECT)
         .join(Run, Run.id == Step.run_pk)
-        .where(Run.id.in_(list(run_pks)), Step.step > Run.last_step - span_steps * Run.every)
+        .where(Run.id.in_(_pks(run_pks)), Step.step > Run.last_step - span_steps * Run.every)
         .order_by(Step.run_pk, Step.step)
-    )  # fmt: skip
+    )
     return _tail_frame(engine, statement)
 
 
-def steps_since(engine: Engine, run_pks: Sequence[int], since: float) -> pd.DataFrame:
+def steps_since(engine: Engine, run_pks: Sequence[int], since: TimeLike) -> pd.DataFrame:
     """Steps of these runs logged at or after `since` (the incremental part of the tails)."""
     if not run_pks:
         return empty_tails()
     statement = (
-        select(
-            Step.run_pk, Step.step, Step.time, Step.loss, Step.grad_norm, Step.eff_lr_mean,
-            Step.step_seconds, Step.nonfinite_loss, Step.nonfinite_grad, Step.nonfinite_param,
-            Step.nonfinite_state,
-        )
-        .where(Step.run_pk.in_(list(run_pks)), Step.time >= to_datetime(since))
+        select(*_STEP_TAIL_SELECT)
+        .where(Step.run_pk.in_(_pks(run_pks)), Step.time >= as_datetime(since))
         .order_by(Step.run_pk, Step.step)
-    )  # fmt: skip
+    )
     return _tail_frame(engine, statement)
 
 
-def _tail_frame(engine: Engine, statement: Any) -> pd.DataFrame:
-    frame = _frame(engine, statement, STEP_TAIL_COLUMNS)
-    _epoch_column(frame, "time")
-    floats = ["loss", "grad_norm", "eff_lr_mean", "step_seconds"]
-    return frame.astype({c: "float64" for c in floats})
-
-
-def validations(engine: Engine, run_pks: Sequence[int]) -> pd.DataFrame:
-    """Validation losses (`val_loss`) of these runs, in step order."""
-    columns = ["run_pk", "step", "time", "value"]
-    if not run_pks:
-        return pd.DataFrame(columns=columns)
+def checkpoint_failures(engine: Engine, run_pks: Sequence[int], since: TimeLike) -> pd.DataFrame:
+    """Per run: failed checkpoint saves since `since` (failures), and when the last one
+    happened (last_failure_at)."""
     statement = (
-        select(Validation.run_pk, Validation.step, Validation.time, Validation.value)
-        .where(Validation.run_pk.in_(list(run_pks)), Validation.name == "val_loss")
-        .order_by(Validation.run_pk, Validation.step)
-    )
-    frame = _frame(engine, statement, columns)
-    _epoch_column(frame, "time")
-    return frame
-
-
-def checkpoint_failures(engine: Engine, run_pks: Sequence[int], since: float) -> pd.DataFrame:
-    """Per run: failed checkpoint saves since `since`, and when the last one happened."""
-    columns = ["run_pk", "failures", "last_failure_at"]
-    if not run_pks:
-        return pd.DataFrame(columns=columns)
-    statement = (
-        select(Checkpoint.run_pk, func.count(), func.max(Checkpoint.time))
+        select(
+            Checkpoint.run_pk,
+            func.count().label("failures"),
+            func.max(Checkpoint.time).label("last_failure_at"),
+        )
         .where(
-            Checkpoint.run_pk.in_(list(run_pks)),
+            Checkpoint.run_pk.in_(_pks(run_pks)),
             Checkpoint.action == "save",
             Checkpoint.ok.is_(False),
-            Checkpoint.time >= to_datetime(since),
+            Checkpoint.time >= as_datetime(since),
         )
         .group_by(Checkpoint.run_pk)
     )
-    frame = _frame(engine, statement, columns)
-    _epoch_column(frame, "last_failure_at")
-    return frame
+    return _frame(engine, statement, ("last_failure_at",))

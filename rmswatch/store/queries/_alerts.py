@@ -1,8 +1,6 @@
-"""Read queries over alert state for the app's on-call and history views (pandas out).
-
-Time columns come back as tz-aware UTC Timestamps on both backends. Notification bodies are
-never returned: the views show delivery state, not payloads.
-"""
+"""Alert state for the app's on-call and history views: alerts, their history, silences and
+the notification outbox. Notification bodies are never returned: the views show delivery
+state, not payloads."""
 
 from __future__ import annotations
 
@@ -15,6 +13,7 @@ from sqlalchemy import Engine, Select, select
 from sqlalchemy.orm import Session
 
 from rmswatch.store.models_alerting import AlertEventRow, AlertRow, NotificationRow, SilenceRow
+from rmswatch.store.queries._common import TimeLike, _utc, as_datetime
 
 ALERT_COLUMNS = [
     "fingerprint", "alertname", "job", "run_id", "severity", "state", "value", "active_since",
@@ -27,15 +26,6 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def _frame(
-    rows: list[dict[str, Any]], columns: Sequence[str], times: Sequence[str]
-) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(columns))
-    for column in times:
-        frame[column] = pd.to_datetime(frame[column], utc=True)
-    return frame
 
 
 def active_alerts(
@@ -78,13 +68,21 @@ def _alert_frame(alerts: list[AlertRow]) -> pd.DataFrame:
         }
         for a in alerts
     ]
-    return _frame(rows, ALERT_COLUMNS, ["active_since", "starts_at", "ends_at", "acknowledged_at"])
+    return _utc(
+        pd.DataFrame(rows, columns=ALERT_COLUMNS),
+        "active_since",
+        "starts_at",
+        "ends_at",
+        "acknowledged_at",
+    )
 
 
-def resolved_alerts(engine: Engine, since: datetime) -> pd.DataFrame:
+def resolved_alerts(engine: Engine, since: TimeLike) -> pd.DataFrame:
     """Alerts that resolved at or after `since`, most recent first: what paged the on-call
     engineer while they were away, with its runbook."""
-    query = select(AlertRow).where(AlertRow.state == "resolved", AlertRow.ends_at >= since)
+    query = select(AlertRow).where(
+        AlertRow.state == "resolved", AlertRow.ends_at >= as_datetime(since)
+    )
     frame = _alert_frame(_all(engine, query))
     order = frame.assign(_not_page=frame["severity"] != "page")
     order = order.sort_values(["ends_at"], ascending=False, kind="stable")
@@ -130,8 +128,8 @@ def alert_history(
     *,
     run_id: str | None = None,
     job: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: TimeLike | None = None,
+    until: TimeLike | None = None,
 ) -> pd.DataFrame:
     """State changes and acknowledgements, oldest first (a run's postmortem timeline)."""
     query = select(AlertEventRow).order_by(AlertEventRow.time, AlertEventRow.id)
@@ -140,12 +138,12 @@ def alert_history(
     if job is not None:
         query = query.where(AlertEventRow.job == job)
     if since is not None:
-        query = query.where(AlertEventRow.time >= since)
+        query = query.where(AlertEventRow.time >= as_datetime(since))
     if until is not None:
-        query = query.where(AlertEventRow.time <= until)
+        query = query.where(AlertEventRow.time <= as_datetime(until))
     events = _all(engine, query)
     rows = [{c: getattr(e, c) for c in EVENT_COLUMNS} for e in events]
-    return _frame(rows, EVENT_COLUMNS, ["time"])
+    return _utc(pd.DataFrame(rows, columns=EVENT_COLUMNS), "time")
 
 
 SILENCE_COLUMNS = [
@@ -154,10 +152,10 @@ SILENCE_COLUMNS = [
 
 
 def silences(
-    engine: Engine, *, include_expired: bool = False, now: datetime | None = None
+    engine: Engine, *, include_expired: bool = False, now: TimeLike | None = None
 ) -> pd.DataFrame:
     """Silences with their state (pending / active / expired), newest first."""
-    moment = _aware(now) or datetime.now(UTC)
+    moment = as_datetime(now if now is not None else datetime.now(UTC))
     query = select(SilenceRow).order_by(SilenceRow.id.desc())
     if not include_expired:
         query = query.where(SilenceRow.ends_at > moment)
@@ -172,7 +170,7 @@ def silences(
             {"id": s.id, "state": state, "matchers": shown, "starts_at": starts, "ends_at": ends,
              "author": s.author, "comment": s.comment, "created_at": _aware(s.created_at)}
         )  # fmt: skip
-    return _frame(rows, SILENCE_COLUMNS, ["starts_at", "ends_at", "created_at"])
+    return _utc(pd.DataFrame(rows, columns=SILENCE_COLUMNS), "starts_at", "ends_at", "created_at")
 
 
 NOTIFICATION_COLUMNS = [
@@ -196,4 +194,9 @@ def notifications(
         query = query.where(NotificationRow.delivered_at.is_(None))
     found = _all(engine, query)
     rows = [{c: getattr(n, c) for c in NOTIFICATION_COLUMNS} for n in found]
-    return _frame(rows, NOTIFICATION_COLUMNS, ["created_at", "next_attempt_at", "delivered_at"])
+    return _utc(
+        pd.DataFrame(rows, columns=NOTIFICATION_COLUMNS),
+        "created_at",
+        "next_attempt_at",
+        "delivered_at",
+    )
