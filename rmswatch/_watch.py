@@ -52,8 +52,12 @@ def watch(
     `prometheus_port` starts the in-process `/metrics` exporter on `prometheus_host`;
     `prometheus_options` go to `PrometheusSink` (cardinality guard: `layer_depth`, `max_layers`,
     `layer_distributions`; see docs/metrics.md).
-    Remaining keyword arguments go to `Monitor` (see its docstring).
+    Remaining keyword arguments go to `Monitor` (see its docstring). After
+    `rmswatch.load_checkpoint(path, model, optimizer)`, `start_step` defaults to the loaded
+    checkpoint's step, so the resumed run continues its step axis.
     """
+    from rmswatch.checkpoint import pending_resume_step, register_monitor
+
     # Refuse an optimizer we can't read, or names no store accepts, before anything binds a
     # port or opens a store.
     adapter_for(optimizer)
@@ -80,6 +84,8 @@ def watch(
             from rmswatch.collectors.system import SystemSampler
 
             samplers = (SystemSampler().sample,)
+        if monitor_options.get("start_step") is None:
+            monitor_options["start_step"] = pending_resume_step(optimizer)
         monitor = Monitor(
             optimizer,
             model=model,
@@ -94,8 +100,6 @@ def watch(
     except BaseException:
         _discard(built)  # a bad argument must not leave an exporter listening
         raise
-    from rmswatch.checkpoint import register_monitor
-
     # checkpoints of this optimizer (also one loaded before watch()) are recorded here
     register_monitor(optimizer, monitor)
     return monitor

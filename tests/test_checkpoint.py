@@ -228,6 +228,25 @@ def test_save_and_load_are_recorded_through_the_watching_monitor(tmp_path: Path)
     assert "fidelity verified" in loads[0].detail
 
 
+def test_a_run_watched_after_a_load_continues_the_checkpoints_step_axis(tmp_path: Path) -> None:
+    model, opt = _trained()
+    path = tmp_path / "ckpt.pt"
+    rmswatch.save_checkpoint(path, model, opt, 5)
+    model2, opt2 = _fresh()
+    info = rmswatch.load_checkpoint(path, model2, opt2)
+    with rmswatch.watch(opt2, model=model2, system_metrics=False) as monitor:
+        _train(model2, opt2, 2)
+        monitor.flush()
+        assert monitor.run_info.resumed_from_step == info.step == 5
+        assert [r.step for r in monitor.records] == [6, 7]
+    # an explicit start_step wins
+    rmswatch.load_checkpoint(path, model2, opt2)
+    with rmswatch.watch(opt2, model=model2, system_metrics=False, start_step=100) as monitor:
+        _train(model2, opt2, 1)
+        monitor.flush()
+        assert [r.step for r in monitor.records] == [101]
+
+
 def test_a_refused_load_and_a_fidelity_mismatch_are_failed_loads(tmp_path: Path) -> None:
     model, opt = _trained()
     path = tmp_path / "ckpt.pt"
