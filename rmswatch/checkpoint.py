@@ -166,6 +166,18 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def _file_mode() -> int:
+    """0o666 less the process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return 0o644
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -266,6 +278,7 @@ def _save(
         manifest["replay"] = {"seed": REPLAY_SEED, "param_checksums": checksums}
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    os.fchmod(fd, _file_mode())  # mkstemp's 0600: a checkpoint gets a plain file's mode
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as file:
@@ -416,11 +429,12 @@ def load_checkpoint(
     """
     path = Path(path)
     started = time.perf_counter()
+    seen: dict[str, int] = {}  # the step, once read: a refused load is recorded at it
     try:
-        info = _load(path, model, optimizer, replay, map_location, started)
+        info = _load(path, model, optimizer, replay, map_location, started, seen)
     except CheckpointError as exc:
         _record(
-            optimizer, monitor, "load", step=0, ok=False,
+            optimizer, monitor, "load", step=seen.get("step", 0), ok=False,
             seconds=time.perf_counter() - started, path=str(path), detail=exc.reason,
         )  # fmt: skip
         raise
@@ -438,6 +452,7 @@ def _load(
     replay: ReplayFn | None,
     map_location: str | torch.device | None,
     started: float,
+    seen: dict[str, int],
 ) -> CheckpointInfo:
     where = str(path)
     try:
@@ -454,6 +469,8 @@ def _load(
             payload = _torch_load(
                 where, file, manifest["_payload_at"], manifest["payload_bytes"], map_location
             )
+    if isinstance(payload.get("step"), int) and payload["step"] >= 0:
+        seen["step"] = payload["step"]
     state, step = _check_payload(where, payload)
     if manifest is not None:
         _check_parameter_set(where, manifest, model, optimizer)

@@ -61,6 +61,10 @@ def test_round_trip_restores_state_step_and_extra_and_verifies_the_fingerprint(
     path = tmp_path / "ckpt.pt"
     size = rmswatch.save_checkpoint(path, model, opt, 5, extra={"epoch": 2, "note": "warm"})
     assert size == path.stat().st_size > 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's 0600
+    assert not list(tmp_path.glob("*.tmp"))
     manifest = read_manifest(path)
     assert manifest is not None
     assert manifest["schema_version"] == 1 and manifest["step"] == 5
@@ -263,7 +267,7 @@ def test_a_refused_load_and_a_fidelity_mismatch_are_failed_loads(tmp_path: Path)
     loads = sink.of(CheckpointRecord)
     assert [(r.action, r.ok) for r in loads] == [("load", False), ("load", False)]
     assert "fidelity MISMATCH" in loads[0].detail
-    assert "optimizer state missing" in loads[1].detail
+    assert "optimizer state missing" in loads[1].detail and loads[1].step == 3
 
 
 _SAVER = textwrap.dedent(

@@ -149,11 +149,10 @@ def upsert_run(conn: Connection, run: RunInfo, *, reopen: bool = False) -> int:
     }
     stmt = _insert(conn, Run).values(values)
     if reopen and run.rank != 0:
-        # Every rank of a distributed job writes into one run; the run's row describes rank 0
-        # (host, pid, labels), whichever rank's writer got there first.
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["run_id"], set_={"status": "running", "ended_at": None}
-        )
+        # Every rank of a distributed job writes into one run. Rank 0 opens, reopens and ends
+        # it and its row describes rank 0 (host, pid, labels); another rank only creates the row
+        # when it gets there first, and never reopens a run rank 0 has already ended.
+        stmt = stmt.on_conflict_do_nothing()
     elif reopen:
         keep = {"run_id", "started_at", "gpu_seconds"}
         stmt = stmt.on_conflict_do_update(

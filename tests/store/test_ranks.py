@@ -55,5 +55,7 @@ def test_only_rank_0_ends_a_run_well_and_any_rank_can_fail_it(engine: Engine) ->
         )
     with write_transaction(engine) as conn:
         close_run(conn, pk, RunStatus(T0 + 7, "succeeded"), rank=0)
+        # a rank whose writer opens late does not make the ended run running again
+        upsert_run(conn, _rank(1), reopen=True)
     with engine.connect() as conn:
         assert conn.execute(select(Run.status)).scalar_one() == "succeeded"
