@@ -29,14 +29,16 @@ from rmswatch.collectors.store_writer import StoreWriter  # noqa: E402
 from rmswatch.store.engine import make_engine, upgrade  # noqa: E402
 from rmswatch.store.models import Step  # noqa: E402
 from rmswatch.trainer_hooks.records import RunStatus  # noqa: E402
-from tests.store.records_factory import run_info, step_record  # noqa: E402
+from tests.factories import run_info, step_record  # noqa: E402
 
 LAYERS = 50
 
 
 def _writer(url: str, run_id: str, rank: int, world: int, records: int, start_at: float) -> None:
     engine = make_engine(url)
-    items = [step_record(s, layers=LAYERS, rank=rank) for s in range(1, records + 1)]
+    items = [
+        dataclasses.replace(step_record(s, layers=LAYERS), rank=rank) for s in range(1, records + 1)
+    ]
     writer = StoreWriter(engine=engine, flush_interval=3600.0)
     writer.open(dataclasses.replace(run_info(run_id, layers=LAYERS), rank=rank, world_size=world))
     time.sleep(max(0.0, start_at - time.time()))

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rmswatch.collectors.store_writer import StoreWriter  # noqa: E402
 from rmswatch.store.engine import make_engine, upgrade  # noqa: E402
 from rmswatch.trainer_hooks.records import RunStatus, StepRecord  # noqa: E402
-from tests.store.records_factory import run_info, step_record  # noqa: E402
+from tests.factories import run_info, step_record  # noqa: E402
 
 LAYERS = 50
 

@@ -1,16 +1,19 @@
 """What every store accepts: the one table of limits that `watch()`, the sinks and ingest check.
 
-A leaf module (imports nothing from rmswatch). The limits are the narrowest of SQLite and
-PostgreSQL, so a value that passes here is stored the same way on both, and over HTTP. The
-table is `LIMITS`; docs/store.md ("Limits") shows it and a test keeps the two equal.
+A leaf module (imports only the leaf `rmswatch._validation`). The limits are the narrowest of
+SQLite and PostgreSQL, so a value that passes here is stored the same way on both, and over
+HTTP. The table is `LIMITS`; docs/store.md ("Limits") shows it and a test keeps the two equal.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from rmswatch._validation import RmswatchError
 
 INT32_MAX = 2**31 - 1  # PostgreSQL `integer`
 INT64_MAX = 2**63 - 1  # PostgreSQL `bigint`, SQLite INTEGER
@@ -20,8 +23,8 @@ JSON_MAX_DEPTH = 32  # hyperparameter values: plain nesting, far from any recurs
 MAX_LABELS = 64
 
 
-class LimitError(ValueError):
-    """A value outside what the store accepts; `field` names it, `limit` says what is accepted."""
+class LimitError(RmswatchError, ValueError):
+    """A value outside what rmswatch accepts; `field` names it, `limit` says what is accepted."""
 
     def __init__(self, field: str, limit: str, value: Any = None) -> None:
         self.field = field
@@ -166,14 +169,15 @@ def check_labels(field: str, value: Any) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(key, str):
             raise LimitError(f"{field} key {key!r}", "label keys must be str", type(key).__name__)
-        check_text(f"{field} key {key!r}", key, 128)
+        check_text(f"{field} key {json.dumps(key)}", key, 128)
+        where = f"{field}[{json.dumps(key)}]"
         if not isinstance(item, str):
             raise LimitError(
-                f"{field}[{key!r}]",
+                where,
                 f"label values must be str (write str({item!r}) if you meant it)",
                 type(item).__name__,
             )
-        labels[key] = check_text(f"{field}[{key!r}]", item, 1024, min_length=0, control=False)
+        labels[key] = check_text(where, item, 1024, min_length=0, control=False)
     return labels
 
 

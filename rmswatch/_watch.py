@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rmswatch._limits import check_int, check_labels, check_text
+from rmswatch._limits import LimitError, check_int, check_labels, check_text
 from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.monitor import Monitor
 from rmswatch.trainer_hooks.records import RunStatus, Telemetry
@@ -140,7 +140,7 @@ STORE_URL_HELP = (
 
 def _store_sink(store: str, flush_interval: float, token: str | None) -> Sink:
     if not isinstance(store, str) or not store:
-        raise ValueError(f"store={store!r}: {STORE_URL_HELP}")
+        raise LimitError("store", STORE_URL_HELP, store)
     if store.startswith(("http://", "https://")):
         from rmswatch.collectors.http_shipper import HttpShipper
 
@@ -153,9 +153,9 @@ def _store_sink(store: str, flush_interval: float, token: str | None) -> Sink:
     try:
         backend = make_url(store).get_backend_name()
     except ArgumentError:
-        raise ValueError(f"store={store!r} is not a store URL; {STORE_URL_HELP}") from None
+        raise LimitError("store", f"not a store URL; {STORE_URL_HELP}", store) from None
     if backend not in ("sqlite", "postgresql"):
-        raise ValueError(f"store={store!r}: {backend!r} is not a supported store; {STORE_URL_HELP}")
+        raise LimitError("store", f"{backend!r} is not a supported store; {STORE_URL_HELP}", store)
     from rmswatch.collectors.store_writer import StoreWriter
 
     return StoreWriter(store, flush_interval=flush_interval)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
+import logging
 import os
 import signal
 import sys
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
 import sqlalchemy as sa
@@ -25,6 +26,11 @@ from sqlalchemy import Engine
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from rmswatch.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from rmswatch.collectors.ingest import IngestHealth
+
+log = logging.getLogger(__name__)
 
 # package data, so an installed wheel serves them too
 RUNBOOK_DIR = Path(__file__).resolve().parent / "runbooks"
@@ -94,7 +100,7 @@ def build_server(
 
     server = flask.Flask("rmswatch")
     _install_auth(server, config, env)
-    _mount_ingest(server, engine, config, env)
+    ingest_health = _mount_ingest(server, engine, config, env)
 
     @server.get("/healthz")
     def healthz() -> tuple[str, int]:
@@ -104,14 +110,30 @@ def build_server(
                 conn.execute(sa.text("SELECT 1"))
         except sa.exc.SQLAlchemyError as exc:
             return f"store unreachable: {type(exc).__name__}\n", 503
-        return "ok\n", 200
+        return "ok\n" + ingest_health.summary(), 200
 
     @server.get("/runbooks/<name>")
     def runbook(name: str) -> Any:
+        # a NUL or other odd byte in the name is simply no runbook (pathlib raises on NUL)
+        if not name.endswith(".md") or not name.replace("-", "").replace("_", "")[:-3].isalnum():
+            flask.abort(404)
         path = (RUNBOOK_DIR / name).resolve()
         if path.parent != RUNBOOK_DIR.resolve() or not path.is_file():
             flask.abort(404)
         return flask.Response(path.read_text(encoding="utf-8"), mimetype="text/plain")
+
+    @server.errorhandler(sa.exc.OperationalError)
+    @server.errorhandler(sa.exc.InterfaceError)
+    def store_down(exc: Exception) -> tuple[str, int, dict[str, str]]:
+        # a page (the front door reads alerts) while the store is gone: say so, not "500"
+        log.warning("store unreachable while serving %s: %s", flask.request.path, exc)
+        page = (
+            "<!doctype html><title>rmswatch: store unreachable</title>"
+            "<h1>The run store is unreachable</h1>"
+            f"<p>{type(exc).__name__}. The page will work again when the store is back; "
+            "<a href='/healthz'>/healthz</a> says when.</p>"
+        )
+        return page, 503, {"Content-Type": "text/html; charset=utf-8", "Retry-After": "10"}
 
     dash_app = create_app(AppContext(engine=engine, config=config), server=server)
     scheduler = _start_scheduler(engine, config) if start_scheduler else None
@@ -182,13 +204,20 @@ def _basic_ok(header: str, username: bytes, password: bytes) -> bool:
 
 def _mount_ingest(
     server: flask.Flask, engine: Engine, config: Config, environ: Mapping[str, str]
-) -> None:
-    from rmswatch.collectors.ingest import create_blueprint
+) -> IngestHealth:
+    from rmswatch.collectors.ingest import IngestHealth, create_blueprint
 
     token = environ.get(config.server.ingest.token_env, "")
+    health = IngestHealth()
     server.register_blueprint(
-        create_blueprint(engine, token=token, max_batch_bytes=config.server.ingest.max_batch_bytes)
+        create_blueprint(
+            engine,
+            token=token,
+            max_batch_bytes=config.server.ingest.max_batch_bytes,
+            health=health,
+        )
     )
+    return health
 
 
 def is_loopback(host: str) -> bool:

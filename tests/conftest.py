@@ -1,4 +1,9 @@
-"""Fixtures shared by every test package: stores (SQLite file, real PostgreSQL)."""
+"""Fixtures shared by every test package: stores on a SQLite file and on the real PostgreSQL.
+
+`store_url` is parametrized over both backends (the PostgreSQL case is marked `integration`),
+`engine` is a migrated engine on it, `sqlite_engine` a migrated engine for tests whose
+behaviour does not depend on the backend.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Engine
 
+from rmswatch.store.engine import make_engine, upgrade
 from tests.helpers import unavailable
 
 PG_ADMIN_URL = os.environ.get(
@@ -42,3 +49,28 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+def _migrated(url: str) -> Iterator[Engine]:
+    engine = make_engine(url)
+    upgrade(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def engine(store_url: str) -> Iterator[Engine]:
+    yield from _migrated(store_url)
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    yield from _migrated(sqlite_url)

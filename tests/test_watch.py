@@ -39,5 +39,5 @@ def test_a_bad_monitor_argument_closes_the_exporter_it_had_started() -> None:
 
 
 def test_a_store_that_is_not_a_url_names_the_argument_and_what_is_accepted() -> None:
-    with pytest.raises(ValueError, match=r"store=.*sqlite:///.*postgresql\+psycopg.*http"):
+    with pytest.raises(ValueError, match=r"store: .*sqlite:///.*postgresql\+psycopg.*http"):
         rmswatch.watch(torch.optim.RMSprop(_model().parameters()), store="")

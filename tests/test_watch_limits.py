@@ -17,9 +17,6 @@ from rmswatch._limits import LimitError
 from rmswatch.store.engine import make_engine
 from rmswatch.store.models import Run, Step, Validation
 from tests.helpers import free_port
-from tests.store.conftest import store_url
-
-__all__ = ["store_url"]
 
 
 def _optimizer() -> torch.optim.Optimizer:
@@ -34,9 +31,9 @@ def _optimizer() -> torch.optim.Optimizer:
         ({"job": ""}, "job", "expected text of 1-256"),
         ({"run_id": "r" * 200}, "run_id", "200 characters; expected text of 1-128"),
         ({"run_id": "line\nbreak"}, "run_id", "control character"),
-        ({"labels": {"gpus": 8}}, "labels['gpus']", "label values must be str"),
+        ({"labels": {"gpus": 8}}, 'labels["gpus"]', "label values must be str"),
         ({"labels": "x"}, "labels", "expected a mapping of str to str"),
-        ({"labels": {"k": "v\x00"}}, "labels['k']", "contains NUL"),
+        ({"labels": {"k": "v\x00"}}, 'labels["k"]', "contains NUL"),
         ({"labels": {1: "v"}}, "labels key 1", "label keys must be str"),
         ({"prometheus_port": 70000}, "prometheus_port", "integer from 0 to 65535"),
     ],

@@ -32,6 +32,7 @@ def rows_needed(config: HealthConfig) -> int:
         config.divergence.median_window_steps + config.divergence.consecutive_steps,
         config.grad_norm_variance.reference_steps + config.grad_norm_variance.window_steps,
         2 * config.eff_lr_jump.window_steps,
+        config.amp_skips.window_steps,
     )
 
 
@@ -221,6 +222,28 @@ def checkpoint_failures(
     return out
 
 
+def amp_skips(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int]) -> list[Verdict]:
+    """Repeated GradScaler skips in the last window, or a collapsed loss scale (F6)."""
+    rule = config.amp_skips
+    recent = tails[_positions(tails) < rule.window_steps]
+    skipped = recent.groupby("run_pk")["skipped"].sum()
+    scaled = recent[np.isfinite(recent["loss_scale"])]
+    newest_scale = scaled.groupby("run_pk")["loss_scale"].last()
+    out = []
+    for pk in run_pks:
+        count = int(_number(skipped, pk, 0))
+        scale = _number(newest_scale, pk)
+        collapsed = not math.isnan(scale) and scale < rule.min_loss_scale
+        summary = (
+            f"{count} skipped AMP steps in the last {rule.window_steps} telemetry steps "
+            f"(threshold {rule.min_skipped}); loss scale {_fmt(scale)} "
+            f"(floor {_fmt(rule.min_loss_scale)})"
+        )
+        active = count >= rule.min_skipped or collapsed
+        out.append(Verdict("amp_skips", pk, active, float(count), summary))
+    return out
+
+
 def resume_mismatch(loads: pd.DataFrame, run_pks: list[int]) -> list[Verdict]:
     """`loads`: each run's newest checkpoint load (`queries.ranks.latest_checkpoint_loads`)."""
     newest = {int(r["run_pk"]): r for r in loads.to_dict("records")}
@@ -283,6 +306,8 @@ def evaluate_health(
         verdicts += eff_lr_jump(config, tails, run_pks)
     if config.checkpoint_failures.enabled:
         verdicts += checkpoint_failures(config, failures, run_pks)
+    if config.amp_skips.enabled:
+        verdicts += amp_skips(config, tails, run_pks)
     if config.resume_mismatch.enabled and loads is not None:
         verdicts += resume_mismatch(loads, run_pks)
     if config.optimizer_desync.enabled and rank_checks is not None:

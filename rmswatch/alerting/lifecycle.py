@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from rmswatch.alerting.signals import Signal
-from rmswatch.store.models_alerting import AlertEventRow, AlertRow
+from rmswatch.store.models_alerting import AlertEventRow, AlertFiringRow, AlertRow
 
 # Labels that describe an attempt, not the problem: they never change the fingerprint.
 FINGERPRINT_EXCLUDED_LABELS: frozenset[str] = frozenset({"run_id"})
@@ -103,6 +103,14 @@ def apply_signals(
         )
     }
     transitions: list[Transition] = []
+    open_firings = {
+        f.fingerprint: f
+        for f in session.scalars(
+            select(AlertFiringRow).where(
+                AlertFiringRow.ended_at.is_(None), AlertFiringRow.fingerprint.in_(list(rows))
+            )
+        )
+    }
 
     def move(row: AlertRow, to_state: str, detail: str = "") -> None:
         transitions.append(
@@ -110,21 +118,12 @@ def apply_signals(
                 row.fingerprint, row.alertname, row.job, row.run_id, row.state, to_state, now
             )
         )
-        session.add(
-            AlertEventRow(
-                fingerprint=row.fingerprint,
-                alertname=row.alertname,
-                job=row.job,
-                run_id=row.run_id,
-                severity=row.severity,
-                time=now,
-                from_state=row.state,
-                to_state=to_state,
-                value=row.value,
-                detail=detail,
-            )
-        )
+        session.add(_event(row, to_state, now, detail))
         row.state = to_state
+        if to_state == "firing":
+            open_firings[row.fingerprint] = _open_firing(session, row, now)
+        elif to_state == "resolved" and row.fingerprint in open_firings:
+            open_firings.pop(row.fingerprint).ended_at = now
 
     for fp, (signal, labels) in merged.items():
         row = rows.get(fp)
@@ -143,16 +142,28 @@ def apply_signals(
             )
             session.add(row)
             rows[fp] = row
-        row.run_id = str(signal.labels.get("run_id", "") or "")
         row.last_evaluated_at = now
-        row.value = signal.value
         if signal.active:
             # the firing alert's description follows the latest numbers; the identity does not
+            run_id = str(signal.labels.get("run_id", "") or "")
+            firing = open_firings.get(fp)
+            if firing is not None and firing.run_id != run_id:
+                # the same alert, now about another run of the job: that run's firing begins
+                firing.ended_at = now
+                open_firings[fp] = firing = _open_firing(session, row, now, notified=firing)
+                firing.run_id = run_id
+            row.run_id = run_id
+            row.value = signal.value
             row.labels = labels
             row.annotations = dict(signal.annotations)
             row.for_seconds = signal.for_seconds
             _advance_active(row, now, move)
+            if fp in open_firings:
+                _record_value(open_firings[fp], row)
         else:
+            if row.state in LIVE_STATES:
+                # an inactive signal from a later run must not move an episode to that run
+                row.value = signal.value
             _advance_inactive(row, now, move)
 
     if resolve_missing:
@@ -161,6 +172,51 @@ def apply_signals(
                 row.last_evaluated_at = now
                 _advance_inactive(row, now, move, detail="no longer reported by evaluation")
     return transitions
+
+
+def _event(row: AlertRow, to_state: str, now: datetime, detail: str = "") -> AlertEventRow:
+    return AlertEventRow(
+        fingerprint=row.fingerprint,
+        alertname=row.alertname,
+        job=row.job,
+        run_id=row.run_id,
+        severity=row.severity,
+        time=now,
+        from_state=row.state,
+        to_state=to_state,
+        value=row.value,
+        detail=detail,
+    )
+
+
+def _open_firing(
+    session: Session, row: AlertRow, now: datetime, notified: AlertFiringRow | None = None
+) -> AlertFiringRow:
+    firing = AlertFiringRow(
+        fingerprint=row.fingerprint,
+        alertname=row.alertname,
+        job=row.job,
+        run_id=row.run_id,
+        severity=row.severity,
+        labels=dict(row.labels or {}),
+        annotations=dict(row.annotations or {}),
+        started_at=now,
+        ended_at=None,
+        peak_value=row.value,
+        last_value=row.value,
+        # a firing that continues under a new run was already announced with the alert
+        notified_at=notified.notified_at if notified is not None else None,
+    )
+    session.add(firing)
+    return firing
+
+
+def _record_value(firing: AlertFiringRow, row: AlertRow) -> None:
+    if row.value is not None and (firing.peak_value is None or row.value > firing.peak_value):
+        firing.peak_value = row.value
+    firing.last_value = row.value
+    firing.annotations = dict(row.annotations or {})
+    firing.labels = dict(row.labels or {})
 
 
 def _advance_active(row: AlertRow, now: datetime, move: _Move) -> None:
@@ -212,18 +268,5 @@ def acknowledge_alert(
             return False
         row.acknowledged_by = by
         row.acknowledged_at = moment
-        session.add(
-            AlertEventRow(
-                fingerprint=row.fingerprint,
-                alertname=row.alertname,
-                job=row.job,
-                run_id=row.run_id,
-                severity=row.severity,
-                time=moment,
-                from_state=row.state,
-                to_state="acknowledged",
-                value=row.value,
-                detail=f"acknowledged by {by}",
-            )
-        )
+        session.add(_event(row, "acknowledged", moment, f"acknowledged by {by}"))
         return True

@@ -32,7 +32,15 @@ from rmswatch.alerting.routing_config import (
 )
 from rmswatch.alerting.silences import Silence, active_silences
 from rmswatch.config import Config
-from rmswatch.store.models_alerting import AlertGroupRow, AlertRow, NotificationRow
+from rmswatch.store.models_alerting import (
+    AlertFiringRow,
+    AlertGroupRow,
+    AlertRow,
+    NotificationRow,
+)
+
+# How long after its end a firing nobody was told about is still delivered (see dispatch).
+UNHEARD_HORIZON = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,9 @@ class _Group:
     firing: list[AlertRow] = field(default_factory=list)
     muted: list[AlertRow] = field(default_factory=list)
     resolved: list[AlertRow] = field(default_factory=list)
+    # firings that began and ended between two flushes of this group: told as firing, then
+    # resolved, in one flush (Alertmanager drops them; we don't, see docs/alerting-routing.md)
+    unheard: list[AlertRow] = field(default_factory=list)
 
 
 def external_url_of(config: Config) -> str:
@@ -203,6 +214,22 @@ def dispatch(session: Session, config: Config, now: datetime) -> list[Notificati
                     group.muted.append(alert)
             else:
                 group.firing.append(alert)
+    by_fp = {a.fingerprint: a for a in alerts}
+    for past in _unheard_firings(session, now):
+        owner = (
+            by_fp.get(past.fingerprint)
+            or session.scalars(
+                select(AlertRow).where(AlertRow.fingerprint == past.fingerprint)
+            ).one_or_none()
+        )
+        if owner is None or owner.silenced_by or owner.inhibited_by:
+            past.notified_at = now  # muted at its end: nobody is owed it
+            continue
+        episode = _episode(owner, past)
+        for route in match_routes(config.route, episode.labels):
+            labels = group_labels_for(route, episode.labels)
+            key = (route.receiver, group_key(route, labels))
+            groups.setdefault(key, _Group(route, labels)).unheard.append(episode)
 
     external_url = external_url_of(config)
     written: list[NotificationRow] = []
@@ -215,7 +242,7 @@ def dispatch(session: Session, config: Config, now: datetime) -> list[Notificati
             continue
         row = groups_in_store.get(key)
         if row is None:
-            if not group.firing:
+            if not group.firing and not group.unheard:
                 continue
             row = AlertGroupRow(
                 receiver=key[0],
@@ -229,12 +256,55 @@ def dispatch(session: Session, config: Config, now: datetime) -> list[Notificati
             session.add(row)
         if now < utc(row.next_flush_at):
             continue
-        notification = _flush(session, row, group, receiver, external_url, now)
-        if notification is not None:
+        for notification in _flush(session, row, group, receiver, external_url, now):
             written.append(notification)
+            _mark_notified(session, notification.fingerprints, now)
         if not row.notified_firing and not group.firing:
             session.delete(row)
     return written
+
+
+def _unheard_firings(session: Session, now: datetime) -> list[AlertFiringRow]:
+    return list(
+        session.scalars(
+            select(AlertFiringRow)
+            .where(
+                AlertFiringRow.notified_at.is_(None),
+                AlertFiringRow.ended_at.is_not(None),
+                AlertFiringRow.ended_at >= now - UNHEARD_HORIZON,
+            )
+            .order_by(AlertFiringRow.id)
+        )
+    )
+
+
+def _episode(alert: AlertRow, firing: AlertFiringRow) -> AlertRow:
+    """A detached alert as it was during one past firing (never added to the session)."""
+    return AlertRow(
+        fingerprint=alert.fingerprint,
+        alertname=alert.alertname,
+        job=alert.job,
+        run_id=firing.run_id,
+        severity=alert.severity,
+        labels=dict(firing.labels or alert.labels),
+        annotations=dict(firing.annotations or alert.annotations),
+        state="resolved",
+        value=firing.peak_value,
+        active_since=firing.started_at,
+        starts_at=firing.started_at,
+        ends_at=firing.ended_at,
+        acknowledged_at=None,
+    )
+
+
+def _mark_notified(session: Session, fingerprints: Sequence[str], now: datetime) -> None:
+    for firing in session.scalars(
+        select(AlertFiringRow).where(
+            AlertFiringRow.fingerprint.in_(list(fingerprints)),
+            AlertFiringRow.notified_at.is_(None),
+        )
+    ):
+        firing.notified_at = now
 
 
 def _mark_suppression(
@@ -260,9 +330,10 @@ def _flush(
     receiver: ReceiverConfig,
     external_url: str,
     now: datetime,
-) -> NotificationRow | None:
+) -> list[NotificationRow]:
     """Alertmanager's dedup stage: notify when something new fires, something resolves, or
-    the repeat interval has passed (acknowledged alerts alone don't repeat)."""
+    the repeat interval has passed (acknowledged alerts alone don't repeat). Firings that
+    ended unheard go out first as firing, then as resolved: two notifications, in order."""
     row.next_flush_at = now + timedelta(seconds=group.route.group_interval)
     told = set(row.notified_firing)
     firing_fps = [a.fingerprint for a in group.firing]
@@ -279,12 +350,11 @@ def _flush(
         and row.last_notified_at is not None
         and (now - utc(row.last_notified_at)).total_seconds() >= repeat
     )
-    changed = bool(set(firing_fps) - told) or bool(group.resolved)
+    changed = bool(set(firing_fps) - told) or bool(group.resolved) or bool(group.unheard)
     send_resolved = [a for a in group.resolved if receiver.send_resolved]
-    notification = None
-    if (changed or repeat_due) and (group.firing or send_resolved):
-        alerts = [render_alert(a, "firing", external_url, now) for a in group.firing]
-        alerts += [render_alert(a, "resolved", external_url, now) for a in send_resolved]
+    written: list[NotificationRow] = []
+
+    def send(alerts: list[dict[str, Any]]) -> None:
         message = webhook_message(
             receiver=receiver.name,
             group_key=row.group_key,
@@ -293,16 +363,37 @@ def _flush(
             external_url=external_url,
             max_alerts=receiver.max_alerts,
         )
-        notification = enqueue(
-            session,
-            receiver=receiver,
-            group_key=row.group_key,
-            status=message["status"],
-            fingerprints=[a["fingerprint"] for a in alerts],
-            requests=render_requests(receiver, message),
-            now=now,
+        written.append(
+            enqueue(
+                session,
+                receiver=receiver,
+                group_key=row.group_key,
+                status=message["status"],
+                fingerprints=[a["fingerprint"] for a in alerts],
+                requests=render_requests(receiver, message),
+                now=now,
+            )
         )
+
+    if group.unheard:
+        firing_now = [render_alert(a, "firing", external_url, now) for a in group.firing]
+        send(firing_now + [_as_firing(render_alert(a, "firing", external_url, now))
+                           for a in group.unheard])  # fmt: skip
+        if receiver.send_resolved:
+            send([render_alert(a, "resolved", external_url, now) for a in group.unheard])
+        if send_resolved:
+            send([render_alert(a, "resolved", external_url, now) for a in send_resolved])
         row.last_notified_at = now
-    if changed or notification is not None:
+    elif (changed or repeat_due) and (group.firing or send_resolved):
+        alerts = [render_alert(a, "firing", external_url, now) for a in group.firing]
+        alerts += [render_alert(a, "resolved", external_url, now) for a in send_resolved]
+        send(alerts)
+        row.last_notified_at = now
+    if changed or written:
         row.notified_firing = sorted(set(firing_fps) | {a.fingerprint for a in group.muted})
-    return notification
+    return written
+
+
+def _as_firing(alert: dict[str, Any]) -> dict[str, Any]:
+    """An ended firing told as it began: firing, no end time (its resolution follows)."""
+    return {**alert, "status": "firing", "endsAt": ZERO_TIME}

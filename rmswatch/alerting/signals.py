@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Severity = Literal["page", "ticket"]
 
@@ -29,3 +29,26 @@ class Signal:
     value: float | None = None
     for_seconds: float = 0.0
     annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What an evaluation step found about one series, before it becomes a `Signal`: the
+    evaluator adds the run's model/cluster labels, the runbook URL and the dashboard link.
+
+    `run` is the run record the finding is about (a dict of `store_inputs.runs`), or None for
+    a job-level series with no run yet.
+    """
+
+    alertname: str
+    severity: Severity
+    active: bool
+    value: float | None
+    job: str
+    run_id: str
+    run: Mapping[Any, Any] | None
+    summary: str
+    description: str
+    runbook: str
+    for_seconds: float = 0.0
+    labels: Mapping[str, str] = field(default_factory=dict)

@@ -18,11 +18,10 @@ RULE_ALERTNAMES = {
     "grad_norm_variance": "GradNormVarianceOutOfRange",
     "eff_lr_jump": "EffectiveLrJump",
     "checkpoint_failures": "CheckpointSaveFailures",
+    "amp_skips": "TrainingAmpStepsSkipped",
     "resume_mismatch": "CheckpointResumeMismatch",
     "optimizer_desync": "OptimizerStateDesync",
 }
-# Rules evaluated from store rows that have no Prometheus series; `rmswatch rules` leaves them out.
-STORE_ONLY_RULES = frozenset({"resume_mismatch", "optimizer_desync"})
 
 # health rule -> the alert's `description` annotation
 RULE_DESCRIPTIONS = {
@@ -33,6 +32,10 @@ RULE_DESCRIPTIONS = {
     "grad_norm_variance": "Gradient-norm variance left the range of its recent windows.",
     "eff_lr_jump": "The mean effective learning rate jumped between consecutive windows.",
     "checkpoint_failures": "Checkpoint saves are failing: a crash now would lose progress.",
+    "amp_skips": (
+        "The GradScaler keeps skipping steps on inf/NaN gradients, or its loss scale has "
+        "collapsed: fp16 is overflowing and the run is not learning."
+    ),
     "resume_mismatch": (
         "The run resumed from a checkpoint that was refused or does not reproduce its saved "
         "optimizer state: it is not continuing the training it claims to."
@@ -42,3 +45,21 @@ RULE_DESCRIPTIONS = {
         "parameters): they are no longer training one model."
     ),
 }
+
+# SLO alerts: the summary and description annotations, filled in per series
+SLO_BURN_PAIR = "{long}x ({long_window}) / {short}x ({short_window}) vs {factor:g}"
+SLO_SUMMARY = "SLO {slo} ({objective:g}%) for {job}: burn {burns}; {budget}"
+SLO_DESCRIPTION = (
+    "{description} Error budget burns faster than the {severity} threshold in both windows of "
+    "a pair (at least {min_events} events in the long window). Events in period: {events:.0f}, "
+    "bad: {bad:.0f}."
+)
+BUDGET_SPENT = "the {period} error budget is spent ({budgets:.3g}x the budget)"
+BUDGET_LEFT = "{remaining:.0%} of the {period} budget left"
+SLO_STEPS_SUMMARY = (
+    "SLO {slo} ({objective:g}%) for {job} run {run_id}: burn {long}x over its last "
+    "{long_steps} steps and {short}x over the last {short_steps} (threshold {factor:g}x)"
+)
+SLO_STEPS_DESCRIPTION = "{description} Judged over steps rather than wall-clock time."
+RUN_ENDED_SUMMARY = "{job} run {run_id} ended ({status})"
+HEALTH_SUMMARY = "{job} run {run_id}: {summary}"

@@ -32,10 +32,6 @@ ALERT_COLUMNS = [
 ]
 
 
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame(columns=ALERT_COLUMNS)
-
-
 def _conform(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ALERT_COLUMNS:
         if column not in frame:
@@ -69,6 +65,31 @@ def resolved_alerts(engine: Engine, since: datetime) -> pd.DataFrame:
 def run_alerts(engine: Engine, run_id: str) -> pd.DataFrame:
     """Every alert (any state) raised for one run."""
     return _conform(alert_queries.alerts_for_run(engine, run_id))
+
+
+FIRING_COLUMNS = ["time", "fingerprint", "alertname", "severity", "to_state", "value", "detail"]
+
+
+def run_firings(engine: Engine, run: Mapping[str, Any], raised: pd.DataFrame) -> pd.DataFrame:
+    """Every state change (fired, resolved, acknowledged) of the alerts raised for `run`, oldest
+    first, from the alert history, restricted to the run's lifetime (an SLO alert of the job
+    keeps firing across runs)."""
+    if raised.empty:
+        return pd.DataFrame(columns=FIRING_COLUMNS)
+    history = alert_queries.alert_history(
+        engine, job=str(run["job"]), since=pd.Timestamp(run["started_at"]).to_pydatetime()
+    )
+    if history.empty:
+        return pd.DataFrame(columns=FIRING_COLUMNS)
+    mine = history[history["fingerprint"].isin(set(raised["fingerprint"]))]
+    ended = run.get("ended_at")
+    if ended is not None and not pd.isna(ended):
+        # resolutions after the end still belong to the run's story; new firings do not
+        late = (pd.to_datetime(mine["time"], utc=True) > pd.Timestamp(ended)) & (
+            mine["to_state"] == "firing"
+        )
+        mine = mine[~late]
+    return pd.DataFrame(mine[FIRING_COLUMNS]).reset_index(drop=True)
 
 
 def create_silence(

@@ -9,8 +9,6 @@ from urllib.parse import urlencode
 import pandas as pd
 from dash import dcc, html
 
-from rmswatch.app.views.common import GREEN, MUTED, RED
-
 
 def kpi(label: str, value: str, *, tone: str = "neutral", detail: str = "", id: str = "") -> Any:
     """A big number with its label; `tone` is good, bad, warn or neutral."""
@@ -45,6 +43,8 @@ def table(
 
 
 def _cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"  # a missing number (NaN) reads as missing, not as "nan"
     if isinstance(value, pd.Timestamp):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, bool):
@@ -64,18 +64,21 @@ def graph(id: str, figure: Any = None) -> Any:
     return dcc.Graph(id=id, figure=figure or {}, config={"displaylogo": False})
 
 
-def run_picker(id: str, runs: pd.DataFrame, value: str | None) -> Any:
-    options = [
-        {"label": f"{r.job} · {r.run_id} · {r.status}", "value": r.run_id}
+def run_options(runs: pd.DataFrame) -> list[dict[str, str]]:
+    """`job · run · status` per run; pages refresh these with the jobs table, so the picker
+    never says "running" about a run the table already shows as ended."""
+    return [
+        {"label": f"{r.job} · {r.run_id} · {r.status}", "value": str(r.run_id)}
         for r in runs.itertuples(index=False)
     ]
-    return dcc.Dropdown(id=id, options=options, value=value, clearable=False, className="picker")
+
+
+def run_picker(id: str, runs: pd.DataFrame, value: str | None) -> Any:
+    return dcc.Dropdown(
+        id=id, options=run_options(runs), value=value, clearable=False, className="picker"
+    )
 
 
 def share_link(path: str, **query: str | None) -> str:
     params = {k: v for k, v in query.items() if v}
     return path + (f"?{urlencode(params)}" if params else "")
-
-
-def status_color(status: str) -> str:
-    return GREEN if status in {"running", "succeeded"} else RED if status else MUTED

@@ -8,6 +8,7 @@ creates no duplicates.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -17,21 +18,24 @@ from typing import Protocol
 
 from rmswatch.collectors._buffered import BufferedSink, RetryLater
 from rmswatch.collectors.wire import encode_batch
-from rmswatch.trainer_hooks.records import RunStatus, Telemetry
+from rmswatch.trainer_hooks.records import RunInfo, RunStatus, Telemetry
+from rmswatch.trainer_hooks.screen import check_run, describe, safe_status, screen
 
 log = logging.getLogger(__name__)
 
 INGEST_PATH = "/api/v1/ingest"
-# answers after which the same batch may succeed later
+# answers after which the same batch may succeed later; a 4xx is never retried (the same bytes
+# can't succeed), a 5xx is (the server's state, not the batch, is the problem)
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class Transport(Protocol):
-    """POST `body` to `url`; return the HTTP status. Network failures raise OSError."""
+    """POST `body` to `url`; return the HTTP status, or (status, response body) so a 422 can say
+    which records were refused. Network failures raise OSError."""
 
     def __call__(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
-    ) -> int: ...
+    ) -> int | tuple[int, bytes]: ...
 
 
 def requests_transport() -> Transport:
@@ -39,13 +43,31 @@ def requests_transport() -> Transport:
 
     session = requests.Session()
 
-    def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
+    def post(
+        url: str, body: bytes, headers: Mapping[str, str], timeout: float
+    ) -> tuple[int, bytes]:
         try:
-            return session.post(url, data=body, headers=dict(headers), timeout=timeout).status_code
+            response = session.post(url, data=body, headers=dict(headers), timeout=timeout)
         except requests.RequestException as exc:
             raise OSError(str(exc)) from exc
+        return response.status_code, response.content
 
     return post
+
+
+def refused_records(answer: bytes) -> int | None:
+    """How many records a 422 answer says were not stored; None when it refused the batch whole
+    (no `accepted` in the answer)."""
+    try:
+        parsed = json.loads(answer)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(parsed, dict) or "accepted" not in parsed:
+        return None
+    rejected = parsed.get("rejected")
+    if not isinstance(rejected, list):
+        return None
+    return len({r.get("index") for r in rejected if isinstance(r, dict) and not r.get("stored")})
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +125,7 @@ class HttpShipper(BufferedSink):
         self._opened = False
         self._sent = 0
         self._rejected = 0
+        self._screened_out = 0
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -122,9 +145,32 @@ class HttpShipper(BufferedSink):
         """One attempt now, backoff or not; False after a retryable failure (backoff scheduled)."""
         return self._deliver(force=True)
 
+    def open(self, run: RunInfo) -> None:
+        super().open(check_run(run))
+
+    def close(self, status: RunStatus) -> None:
+        super().close(safe_status(status))
+        if self._screened_out:
+            log.warning(
+                "rmswatch shipper: %d records (or parts) not sent, outside the store's limits",
+                self._screened_out,
+            )
+
     def _deliver_batch(self, batch: list[Telemetry]) -> None:
         """POST `batch`, shrunk to fit `max_batch_bytes`; the last one at close carries the
-        run status."""
+        run status. Records are screened first: what no store takes is never sent."""
+        kept: list[Telemetry] = []
+        for item in batch:
+            screened, problems = screen(item)
+            if problems:
+                self._screened_out += 1
+                if screened is None:
+                    self._rejected += 1
+                    self._dropped += 1
+                log.warning("rmswatch shipper: %s: %s", describe(item), problems[0])
+            if screened is not None:
+                kept.append(screened)
+        batch[:] = kept
         while True:
             final = self._status is not None and not self._buffered()
             status = self._status if final else None
@@ -134,7 +180,21 @@ class HttpShipper(BufferedSink):
             half = len(batch) // 2
             self._put_back(batch[half:], drop_overflow=False)
             del batch[half:]
-        code = self._post(body)
+        code, answer = self._post(body)
+        if code == 422:
+            refused = refused_records(answer)
+            if refused is not None:
+                # the server stored the valid records and named the others: never resend
+                self._sent += len(batch) - refused
+                self._rejected += refused
+                self._dropped += refused
+                self._opened = True
+                self._failures = 0
+                self._last_error = f"HTTP 422 from {self.url}: {refused} records refused"
+                log.error("rmswatch shipper: %s: %s", self._last_error, answer[:300])
+                if status is not None:
+                    self._status_delivered = True
+                return
         if code < 300:
             self._sent += len(batch)
             self._opened = True
@@ -156,14 +216,15 @@ class HttpShipper(BufferedSink):
         # the buffer was already empty at close: the status goes alone, in an empty batch
         self._deliver_batch([])
 
-    def _post(self, body: bytes) -> int:
+    def _post(self, body: bytes) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         try:
-            return self._transport(self.url, body, headers, self._timeout)
+            result = self._transport(self.url, body, headers, self._timeout)
         except OSError as exc:
             raise RetryLater(f"{type(exc).__name__}: {exc}") from exc
+        return result if isinstance(result, tuple) else (result, b"")
 
     def _backoff(self, failures: int) -> float:
         ceiling = min(self._backoff_max, self._backoff_base * 2 ** min(failures - 1, 16))

@@ -4,6 +4,11 @@
 seconds, so a trainer killed with SIGKILL loses at most about one interval. When the store is
 unreachable the buffer holds on (oldest records dropped and counted once full) and the writer
 reconnects with backoff; training never waits for the database.
+
+One bad value never costs a batch: records are screened against the store's limits
+(`rmswatch.trainer_hooks.screen`) and what fails is cut out and counted as rejected; a row the
+store still refuses (a reason no limit foresaw) is isolated by writing the batch one record at a
+time, and only that record is quarantined: counted, kept in `quarantined`, logged at close.
 """
 
 from __future__ import annotations
@@ -15,28 +20,81 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from rmswatch.collectors._buffered import BufferedSink
 from rmswatch.store.engine import make_engine, upgrade, write_transaction
-from rmswatch.store.writes import close_run, upsert_run, write_telemetry
-from rmswatch.trainer_hooks.records import RunStatus, Telemetry
+from rmswatch.store.writes import WriteCounts, close_run, upsert_run, write_telemetry
+from rmswatch.trainer_hooks.records import RunInfo, RunStatus, Telemetry
+from rmswatch.trainer_hooks.screen import check_run, describe, safe_status, screen
 
 log = logging.getLogger(__name__)
 
 # records per transaction: short transactions keep other writers on the same SQLite file moving
 CHUNK_RECORDS = 200
+# quarantined records kept for inspection; beyond this they are only counted
+MAX_QUARANTINED = 100
 
 
 @dataclass(frozen=True, slots=True)
 class WriterStats:
-    """Counters of one writer; `dropped` counts records lost to a full buffer or a dead store."""
+    """Counters of one writer; `dropped` counts records lost to a full buffer or a dead store,
+    `rejected` records (or parts) outside the store's limits, `quarantined` records the store
+    refused for another reason (see `StoreWriter.quarantined`)."""
 
     written: int
     dropped: int
     buffered: int
     flush_errors: int
     last_error: str | None
+    rejected: int = 0
+    quarantined: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A record the store refused, with why; the rest of its batch was written."""
+
+    record: Telemetry
+    reason: str
+
+
+def is_bad_data(exc: BaseException) -> bool:
+    """True when the store refused the values, not the connection: retrying can't help."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return True  # the driver refused to convert a value (e.g. an int beyond 64 bits)
+    return isinstance(exc, ValueError | TypeError | OverflowError)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
+def write_isolating(
+    engine: Engine, run_pk: int, items: list[Telemetry], quarantine: Callable[[Quarantined], None]
+) -> WriteCounts:
+    """Write `items` in one transaction. If the store refuses a value, bisect (a transaction per
+    half, recursively) so only the refused records are lost, each handed to `quarantine`.
+    Errors that aren't about the values (the store is down) propagate."""
+    counts = WriteCounts()
+    if not items:
+        return counts
+    try:
+        with write_transaction(engine) as conn:
+            counts.add(write_telemetry(conn, run_pk, items))
+        return counts
+    except Exception as exc:
+        if not is_bad_data(exc):
+            raise
+        if len(items) == 1:
+            quarantine(Quarantined(items[0], _reason(exc)))
+            return counts
+    middle = len(items) // 2
+    counts.add(write_isolating(engine, run_pk, items[:middle], quarantine))
+    counts.add(write_isolating(engine, run_pk, items[middle:], quarantine))
+    return counts
 
 
 class StoreWriter(BufferedSink):
@@ -81,6 +139,9 @@ class StoreWriter(BufferedSink):
         self._reopen = True
         self._schema_ready = False
         self._written = 0
+        self._rejected = 0
+        self._quarantined_total = 0
+        self.quarantined: list[Quarantined] = []
 
     # -- Sink protocol -------------------------------------------------------------------------
 
@@ -88,8 +149,20 @@ class StoreWriter(BufferedSink):
         """Deliver everything buffered now (one attempt; a dead store keeps it buffered)."""
         self._deliver(force=True)
 
+    def open(self, run: RunInfo) -> None:
+        super().open(check_run(run))
+
     def close(self, status: RunStatus) -> None:
-        super().close(status)
+        super().close(safe_status(status))
+        if self._rejected or self._quarantined_total:
+            first = self.quarantined[0].reason if self.quarantined else "-"
+            log.warning(
+                "rmswatch store writer: %d records (or parts) rejected, outside the store's "
+                "limits; %d quarantined, refused by the store (first: %s)",
+                self._rejected,
+                self._quarantined_total,
+                first,
+            )
         if self._owns_engine:
             self.engine.dispose()
 
@@ -101,7 +174,13 @@ class StoreWriter(BufferedSink):
 
     def stats(self) -> WriterStats:
         return WriterStats(
-            self._written, self._dropped, self._buffered(), self._failed_attempts, self._last_error
+            self._written,
+            self._dropped,
+            self._buffered(),
+            self._failed_attempts,
+            self._last_error,
+            self._rejected,
+            self._quarantined_total,
         )
 
     # -- delivery -----------------------------------------------------------------------------
@@ -119,9 +198,39 @@ class StoreWriter(BufferedSink):
 
     def _deliver_batch(self, batch: list[Telemetry]) -> None:
         assert self._run_pk is not None
-        with write_transaction(self.engine) as conn:
-            write_telemetry(conn, self._run_pk, batch)
+        kept: list[Telemetry] = []
+        for item in batch:
+            screened, problems = screen(item)
+            if problems:
+                self._rejected += 1
+                log.warning(
+                    "rmswatch store writer: %s %s: %s",
+                    describe(item),
+                    "not stored" if screened is None else "stored without that part",
+                    problems[0],
+                )
+            if screened is not None:
+                kept.append(screened)
+        # what goes back to the buffer on a retryable error: screened once, counted once
+        batch[:] = kept
+
+        def quarantine(entry: Quarantined) -> None:
+            self._quarantine(entry)
+            batch[:] = [item for item in batch if item is not entry.record]
+
+        write_isolating(self.engine, self._run_pk, kept, quarantine)
         self._written += len(batch)
+
+    def _quarantine(self, entry: Quarantined) -> None:
+        self._quarantined_total += 1
+        if len(self.quarantined) < MAX_QUARANTINED:
+            self.quarantined.append(entry)
+        log.error(
+            "rmswatch store writer: the store refused %s, quarantined (the rest of the batch "
+            "is written): %s",
+            describe(entry.record),
+            entry.reason,
+        )
 
     def _deliver_status(self, status: RunStatus) -> None:
         assert self._run_pk is not None

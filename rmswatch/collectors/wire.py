@@ -3,8 +3,8 @@
 A batch is `{"version": 1, "run": {...}, "open": bool, "items": [...], "status": {...}}`; each
 item has a `kind` (`step`, `validation`, `checkpoint`, `rank_check`, `system`, `sli`).
 Non-finite floats travel as the strings "NaN", "Infinity", "-Infinity" so any JSON parser reads
-them. `decode_batch` turns
-a parsed body into records or raises `WireError` naming the first bad field.
+them. `decode_batch` turns a parsed body into records: a bad envelope raises `WireError` naming
+the field, a bad item is listed in `Batch.rejected` and the rest decoded.
 
 The schema is derived from the record dataclasses (`dataclasses.fields`), not written out: a new
 field on `StepRecord`, `LayerStats`, ... travels without a change here. `_RULES` adds only what a
@@ -19,12 +19,13 @@ import json
 import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from rmswatch._limits import LimitError, check_float, check_labels, check_text, check_time
 from rmswatch._validation import WireError as WireError
 from rmswatch.store.writes import SliSampleRecord
 from rmswatch.trainer_hooks.records import (
@@ -41,6 +42,7 @@ from rmswatch.trainer_hooks.records import (
     Telemetry,
     ValidationRecord,
 )
+from rmswatch.trainer_hooks.screen import check_metric_name, check_run, clean_status, screen
 
 WIRE_VERSION = 1
 
@@ -242,24 +244,43 @@ _BATCH_SPEC: dict[str, Any] = {
     "version": (Literal[1], 1),
     "run": (model_for(RunInfo) | None, None),
     "open": (bool, False),
-    "items": (list.__class_getitem__(_ITEM), []),
+    # each item is validated on its own: one bad record must not cost the rest of the batch
+    "items": (list[Any], []),
     "status": (model_for(RunStatus) | None, None),
 }
 _BatchIn = create_model("BatchWire", __base__=_M, **_BATCH_SPEC)
+_ITEM_ADAPTER: TypeAdapter[Any] = TypeAdapter(_ITEM)
 
 
 # -- decoding ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """One record of a batch that was not stored (`stored=False`), or stored without a part that
+    the store can't take (`stored=True`, e.g. one layer); `field` is the path of the bad value."""
+
+    index: int
+    field: str
+    detail: str
+    stored: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "detail": self.detail,
+                "stored": self.stored, "status": 422}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
-    """A decoded batch: one run's telemetry (optional) plus production SLI samples."""
+    """A decoded batch: one run's telemetry (optional) plus production SLI samples, and the
+    records that were refused (`rejected`), each naming its field."""
 
     run: RunInfo | None
     open_run: bool
     telemetry: tuple[Telemetry, ...]
     sli_samples: tuple[SliSampleRecord, ...]
     status: RunStatus | None
+    rejected: tuple[Rejected, ...] = ()
 
 
 def _field_path(loc: Sequence[int | str]) -> str:
@@ -279,40 +300,100 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return path
 
 
+def _first_error(exc: ValidationError, prefix: Sequence[int | str] = ()) -> WireError:
+    first = exc.errors()[0]
+    field = _field_path((*prefix, *first["loc"])) or "(body)"
+    got = first.get("input")
+    shown = "" if isinstance(got, dict | list) else f" (got {_short(got)})"
+    return WireError(field, f"{first['msg']}{shown}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def decode_batch(body: Any) -> Batch:
-    """Validate a parsed JSON body; raises WireError naming the first bad field."""
+    """Validate a parsed JSON body against the wire schema and the store's limits.
+
+    A bad envelope (`run`, `status`, `version`, the body itself) raises WireError naming the
+    field: nothing of the batch can be stored. A bad item is only that item: it lands in
+    `Batch.rejected` (naming `items[i].field`) and the other items are decoded.
+    """
     if not isinstance(body, Mapping):
         raise WireError("(body)", f"expected a JSON object, got {type(body).__name__}")
     try:
         batch: Any = _BatchIn.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = _field_path(first["loc"]) or "(body)"
-        got = first.get("input")
-        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        raise WireError(field, f"{first['msg']}{shown}") from None
-    run = _build(RunInfo, batch.run, "run", RMS_EDGES) if batch.run is not None else None
+        raise _first_error(exc) from None
+    run = None
+    if batch.run is not None:
+        run = _checked(_build(RunInfo, batch.run, "run", RMS_EDGES), check_run, "run")
     edges = run.hist_edges if run is not None else RMS_EDGES
+    status = None
+    if batch.status is not None:
+        if run is None:
+            raise WireError("status", "a run status needs the batch's `run`")
+        status = _checked(_build(RunStatus, batch.status, "status", edges), clean_status, "")
     telemetry: list[Telemetry] = []
     slis: list[SliSampleRecord] = []
-    for index, item in enumerate(batch.items):
-        kind = item.kind
-        record = _build(KINDS[kind], item, f"items[{index}]", edges)
+    rejected: list[Rejected] = []
+    for index, raw in enumerate(batch.items):
+        where = f"items[{index}]"
+        try:
+            item = _ITEM_ADAPTER.validate_python(raw)
+            record = _build(KINDS[item.kind], item, where, edges)
+        except ValidationError as exc:
+            error = _first_error(exc, ("items", index))
+            rejected.append(Rejected(index, error.field, error.message))
+            continue
+        except WireError as exc:
+            rejected.append(Rejected(index, exc.field, exc.message))
+            continue
         if isinstance(record, SliSampleRecord):
-            slis.append(record)
+            try:
+                slis.append(_checked_sli(record))
+            except LimitError as exc:
+                rejected.append(Rejected(index, f"{where}.{exc.field}", str(exc)))
             continue
         if run is None:
-            raise WireError(f"items[{index}]", f"a {kind!r} record needs the batch's `run`")
-        telemetry.append(record)
-    if batch.status is not None and run is None:
-        raise WireError("status", "a run status needs the batch's `run`")
+            rejected.append(
+                Rejected(index, where, f"a {item.kind!r} record needs the batch's `run`")
+            )
+            continue
+        kept, problems = screen(record)
+        for problem in problems:
+            field = f"{where}.{problem.field}"
+            rejected.append(Rejected(index, field, str(problem), stored=kept is not None))
+        if kept is not None:
+            telemetry.append(kept)
     return Batch(
         run=run,
         open_run=batch.open,
         telemetry=tuple(telemetry),
         sli_samples=tuple(slis),
-        status=_build(RunStatus, batch.status, "status", edges) if batch.status else None,
+        status=status,
+        rejected=tuple(rejected),
     )
+
+
+_T = TypeVar("_T")
+
+
+def _checked(value: _T, check: Callable[[_T], _T], prefix: str) -> _T:
+    try:
+        return check(value)
+    except LimitError as exc:
+        field = f"{prefix}.{exc.field}" if prefix else exc.field
+        raise WireError(field, str(exc).removeprefix(f"{exc.field}: ")) from None
+
+
+def _checked_sli(sample: SliSampleRecord) -> SliSampleRecord:
+    check_text("job", sample.job, 256)
+    check_metric_name("name", sample.name)
+    check_float("value", sample.value)
+    check_time("time", sample.time)
+    return dataclasses.replace(sample, labels=check_labels("labels", sample.labels))
 
 
 def _build(cls: type[Any], model: BaseModel, path: str, edges: tuple[float, ...]) -> Any:

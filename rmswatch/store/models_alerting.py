@@ -75,6 +75,32 @@ class AlertEventRow(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
+class AlertFiringRow(Base):
+    """One firing of an alert: the run it was about, when it started and ended, its peak value.
+
+    An alert's identity leaves run_id out, so one alert row spans every run of a job; its
+    firings don't: when the run behind a firing alert changes, that firing ends and the new
+    run's begins. `notified_at` is when a receiver was first told it fired (routing uses it to
+    deliver a firing that ended before its group was flushed).
+    """
+
+    __tablename__ = "alert_firings"
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(32), index=True)
+    alertname: Mapped[str] = mapped_column(String(256))
+    job: Mapped[str] = mapped_column(String(256), index=True)
+    run_id: Mapped[str] = mapped_column(String(128), default="", index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    peak_value: Mapped[float | None] = mapped_column(Float)
+    last_value: Mapped[float | None] = mapped_column(Float)
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class SilenceRow(Base):
     """Mutes notifications of alerts matching every matcher between starts_at and ends_at."""
 

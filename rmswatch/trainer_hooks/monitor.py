@@ -411,7 +411,11 @@ class Monitor:
         pending.loss = value
 
     def record_grad_norm(
-        self, total_norm: torch.Tensor | float, max_norm: float | None = None
+        self,
+        total_norm: torch.Tensor | float,
+        max_norm: float | None = None,
+        *,
+        step: int | None = None,
     ) -> None:
         """The total gradient norm before clipping, for the optimizer step that comes next.
 
@@ -422,7 +426,9 @@ class Monitor:
         given all of the optimizer's parameters). With `max_norm` (the value given to
         clip_grad_norm_), `clipped` uses torch's own rule `max_norm / (total + 1e-6) < 1`;
         without it, a step is clipped when the post-clip norm is below the pre-clip one.
-        Called twice before one step, the last call counts.
+        Called twice before one step, the last call counts. `step=monitor.step` attaches it
+        to the step that has just run instead (for trainers that report the norm only after the
+        step, e.g. Hugging Face's logs); it is ignored when that step was not a telemetry step.
         """
         if self._warn_closed("record_grad_norm"):
             return
@@ -445,7 +451,15 @@ class Monitor:
             isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0
         ):
             raise ValueError(f"record_grad_norm: max_norm={max_norm!r}: expected a number > 0")
-        self._preclip = (value, None if max_norm is None else float(max_norm))
+        facts = (value, None if max_norm is None else float(max_norm))
+        if step is None:
+            self._preclip = facts
+            return
+        _check_int("step", step, 0)
+        pending = self._pending[-1] if self._pending else None
+        if step == self._step and pending is not None and pending.step == step:
+            pending.preclip = self._defer(pending, facts[0])
+            pending.max_norm = facts[1]
 
     def record_validation(
         self, value: torch.Tensor | float, step: int | None = None, name: str = "val_loss"

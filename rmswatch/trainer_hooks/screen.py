@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from typing import Any
 
 from rmswatch._limits import (
@@ -84,9 +85,18 @@ def _check_layer_info(field: str, layer: LayerInfo) -> None:
 
 
 def clean_status(status: RunStatus) -> RunStatus:
+    """`status` with its detail made storable; raises LimitError for a time no store takes."""
     check_time("status.time", status.time)
     detail = clean_detail(status.detail)
     return status if detail == status.detail else dataclasses.replace(status, detail=detail)
+
+
+def safe_status(status: RunStatus) -> RunStatus:
+    """A run's final status is never refused: a bad time becomes now, the detail is cleaned."""
+    try:
+        return clean_status(status)
+    except LimitError:
+        return dataclasses.replace(status, time=time.time(), detail=clean_detail(status.detail))
 
 
 def screen(item: Telemetry) -> tuple[Telemetry | None, list[LimitError]]:
@@ -132,10 +142,12 @@ def _screen_checkpoint(item: CheckpointRecord) -> CheckpointRecord:
 _STEP_FLOATS = ("grad_norm", "param_norm", "update_norm", "lr", "update_ratio")
 _STEP_OPTIONAL_FLOATS = (
     "loss", "step_seconds", "eff_lr_mean", "eff_lr_min", "eff_lr_p50", "eff_lr_p95",
-    "eff_lr_max", "validation",
+    "eff_lr_max", "validation", "grad_norm_before_clip", "loss_scale",
 )  # fmt: skip
 _LAYER_FLOATS = ("grad_norm", "param_norm", "update_norm", "update_ratio")
-_LAYER_OPTIONAL_FLOATS = ("eff_lr_mean", "eff_lr_min", "eff_lr_p50", "eff_lr_p95", "eff_lr_max")
+_LAYER_OPTIONAL_FLOATS = (
+    "eff_lr_mean", "eff_lr_min", "eff_lr_p50", "eff_lr_p95", "eff_lr_max", "grad_norm_before_clip",
+)  # fmt: skip
 _LAYER_COUNTS = ("nonfinite_grad", "nonfinite_param", "nonfinite_state", "numel")
 
 
@@ -145,12 +157,13 @@ def _screen_step(item: StepRecord) -> tuple[StepRecord, list[LimitError]]:
     for name in _STEP_FLOATS:
         check_float(name, getattr(item, name))
     for name in _STEP_OPTIONAL_FLOATS:
-        if getattr(item, name) is not None:
+        if getattr(item, name, None) is not None:
             check_float(name, getattr(item, name))
     for key, count in item.nonfinite.items():
         check_int(f"nonfinite[{json.dumps(key)}]", count)
     check_int("dropped_total", item.dropped_total)
     check_int("rank", item.rank, 0, INT32_MAX)
+    check_int("world_size", getattr(item, "world_size", 1), 1, INT32_MAX)
     cut: list[LimitError] = []
     layers: dict[str, LayerStats] = {}
     for name, stats in item.layers.items():
@@ -171,7 +184,7 @@ def _check_layer(name: str, stats: LayerStats) -> None:
     for attr in _LAYER_FLOATS:
         check_float(f"{field}.{attr}", getattr(stats, attr))
     for attr in _LAYER_OPTIONAL_FLOATS:
-        if getattr(stats, attr) is not None:
+        if getattr(stats, attr, None) is not None:
             check_float(f"{field}.{attr}", getattr(stats, attr))
     for attr in _LAYER_COUNTS:
         check_int(f"{field}.{attr}", getattr(stats, attr))

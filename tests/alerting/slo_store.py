@@ -6,9 +6,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, insert
+from sqlalchemy import Engine, insert
 
-from rmswatch.store.models import Base, Checkpoint, Run, SliSample, Step, Validation
+from rmswatch.store.engine import make_engine, upgrade
+from rmswatch.store.models import Checkpoint, Run, SliSample, Step, Validation
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 
@@ -18,13 +19,9 @@ def at(seconds: float) -> datetime:
 
 
 def new_store(url: str) -> Engine:
-    engine = create_engine(url)
-    try:
-        from rmswatch.store.engine import upgrade  # type: ignore[attr-defined]
-    except ImportError:  # the store branch not merged yet: the models are the schema
-        Base.metadata.create_all(engine)
-    else:
-        upgrade(engine)
+    """A migrated store opened as the server opens it (SQLite: WAL, busy timeout, foreign keys)."""
+    engine = make_engine(url)
+    upgrade(engine)
     return engine
 
 

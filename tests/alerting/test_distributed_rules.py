@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from rmswatch.alerting.evaluate import evaluate
-from rmswatch.alerting.rulegen import health_alerts
 from rmswatch.config import Config
+from rmswatch.generators.rules import health_alerts
 from rmswatch.store.engine import write_transaction
 from rmswatch.store.writes import write_telemetry
 from rmswatch.trainer_hooks.records import CheckpointRecord, RankCheckRecord, Telemetry

@@ -81,3 +81,34 @@ def test_recently_resolved_alerts_stay_listed_for_on_call_with_their_run_and_run
     assert resolved_alerts(engine, since=clock() + timedelta(seconds=1)).empty  # too long ago
     shown = app_resolved_alerts(engine, since=started)
     assert shown.loc[0, "run_id"] == "run-1" and str(shown["ends_at"].dt.tz) == "UTC"
+
+
+def test_history_keeps_every_firing_with_its_own_run_start_end_and_peak(sqlite_url: str) -> None:
+    from rmswatch.store.queries import resolved_alerts
+
+    engine, clock = store(sqlite_url), Clock()
+    cfg = config([{"name": "oncall", "url": "http://127.0.0.1:9/h"}], {"receiver": "oncall"})
+    started = clock()
+    # run-1 fires (peak 40) and resolves; run-2 of the same job fires the same alert later,
+    # and while it fires the job's next attempt, run-3, takes it over
+    run_tick(engine, cfg, clock(), lambda *_: [signal(run_id="run-1", value=10.0)])
+    run_tick(engine, cfg, clock.advance(30), lambda *_: [signal(run_id="run-1", value=40.0)])
+    run_tick(engine, cfg, clock.advance(30), lambda *_: [signal(run_id="run-1", active=False)])
+    # an inactive signal from a run that started later must not move the ended firing to it
+    run_tick(engine, cfg, clock.advance(30), lambda *_: [signal(run_id="run-2", active=False)])
+    run_tick(engine, cfg, clock.advance(30), lambda *_: [signal(run_id="run-2", value=5.0)])
+    run_tick(engine, cfg, clock.advance(30), lambda *_: [signal(run_id="run-3", value=8.0)])
+    run_tick(engine, cfg, clock.advance(30), lambda *_: [signal(run_id="run-3", active=False)])
+
+    resolved = resolved_alerts(engine, since=started).sort_values("starts_at")
+    assert list(resolved["run_id"]) == ["run-1", "run-2", "run-3"]
+    assert list(resolved["peak_value"]) == [40.0, 5.0, 8.0]
+    assert list((resolved["ends_at"] - resolved["starts_at"]).dt.total_seconds()) == [60, 30, 30]
+    assert alerts_for_run(engine, "run-1")["peak_value"].tolist() == [40.0]
+    assert alerts_for_run(engine, "run-2")["ends_at"].notna().all()
+    # the postmortem timeline shows each state change under its own run
+    assert list(alert_history(engine, run_id="run-1")["to_state"]) == [
+        "pending",
+        "firing",
+        "resolved",
+    ]

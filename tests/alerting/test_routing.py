@@ -109,11 +109,32 @@ def test_resolution_is_sent_at_the_next_group_interval(sqlite_url: str) -> None:
     assert loop.tick(after=300) == []  # told once; the empty group is gone
 
 
-def test_alert_that_fires_and_clears_within_group_wait_is_never_sent(sqlite_url: str) -> None:
+def test_an_incident_that_ends_within_group_wait_is_delivered_once_firing_then_resolved(
+    sqlite_url: str,
+) -> None:
+    # e.g. a job that hit NaN and aborted at once: Alertmanager would drop it; nobody hearing of
+    # an incident is the worst outcome, so it goes out at the group's flush, told and closed
     loop = Loop(store(sqlite_url), routed())
+    loop.tick(signal(value=7.0))
+    assert loop.tick(after=10) == []  # resolved, but group_wait has not passed
+    firing, resolved = loop.tick(after=30)
+    assert firing["status"] == "firing" and resolved["status"] == "resolved"
+    [told] = firing["alerts"]
+    assert told["status"] == "firing" and told["endsAt"] == "0001-01-01T00:00:00Z"
+    assert told["annotations"]["run_id"] == "run-1" and told["annotations"]["value"] == "7"
+    [closed] = resolved["alerts"]
+    assert closed["fingerprint"] == told["fingerprint"] and closed["startsAt"] == told["startsAt"]
+    assert closed["endsAt"] != "0001-01-01T00:00:00Z"
+    assert loop.tick(after=300) == [] and loop.tick(after=300) == []  # delivered once
+
+
+def test_a_silenced_incident_that_ended_unheard_stays_unsent(sqlite_url: str) -> None:
+    engine = store(sqlite_url)
+    loop = Loop(engine, routed())
+    create_silence(engine, ["job=resnet-retrain"], loop.clock(),
+                   loop.clock() + timedelta(hours=1), "alice", "maintenance")  # fmt: skip
     loop.tick(signal())
-    assert loop.tick(after=10) == []
-    assert loop.tick(after=30) == []
+    assert loop.tick(after=10) == [] and loop.tick(after=30) == []
 
 
 def test_child_route_takes_the_alert_and_inherits_group_settings() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rmswatch.collectors._buffered import BufferedSink, RetryLater
 from rmswatch.trainer_hooks.records import RunStatus, StepRecord, Telemetry
-from tests.store.records_factory import T0, run_info, step_record
+from tests.factories import T0, run_info, step_record
 
 
 class ListSink(BufferedSink):

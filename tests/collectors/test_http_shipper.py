@@ -13,7 +13,7 @@ from rmswatch.store.models import Step
 from rmswatch.trainer_hooks.records import RunStatus
 from rmswatch.trainer_hooks.sinks import Sink
 from tests.collectors.ingest_server import TOKEN, serve_ingest
-from tests.store.records_factory import T0, run_info, step_record
+from tests.factories import T0, run_info, step_record
 
 
 def _steps(engine: Engine) -> list[int]:
@@ -47,8 +47,16 @@ class FakeClock:
         return self.now
 
 
-def test_http_shipper_is_a_sink() -> None:
-    assert isinstance(HttpShipper("http://127.0.0.1:1", transport=ScriptedTransport([])), Sink)
+def test_flush_through_the_sink_protocol_posts_the_records_and_close_posts_the_status() -> None:
+    transport = ScriptedTransport([])
+    sink: Sink = HttpShipper("http://127.0.0.1:1", transport=transport, flush_interval=60.0)
+    sink.open(run_info())
+    sink.write([step_record(s) for s in range(5)])
+    sink.flush()
+    posted = [item["step"] for body in transport.bodies for item in body["items"]]  # type: ignore[attr-defined]
+    assert posted == list(range(5))
+    sink.close(RunStatus(T0 + 10, "succeeded"))
+    assert transport.bodies[-1]["status"]["status"] == "succeeded"  # type: ignore[index]
 
 
 def test_shipped_telemetry_lands_in_the_store_through_a_real_server(engine: Engine) -> None:

@@ -14,7 +14,7 @@ from rmswatch.store.models import HistogramRow, LayerStep, Run, Step
 from rmswatch.store.writes import SliSampleRecord
 from rmswatch.trainer_hooks.records import RunStatus
 from tests.collectors.ingest_server import TOKEN, serve_ingest
-from tests.store.records_factory import T0, run_info, step_record
+from tests.factories import T0, run_info, step_record
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
@@ -100,15 +100,32 @@ def test_an_oversized_batch_is_refused_with_413(server: str, sqlite_engine: Engi
     assert _count(sqlite_engine, Step) == 0
 
 
-def test_a_malformed_record_gets_422_naming_the_field_and_nothing_is_written(
+def test_a_malformed_record_gets_422_naming_the_field_and_the_others_are_written(
     server: str, sqlite_engine: Engine
 ) -> None:
     body = json.loads(_batch(range(3)))
     body["items"][2]["grad_norm"] = "steep"
     response = requests.post(server, data=json.dumps(body), headers=AUTH, timeout=10)
     assert response.status_code == 422
-    assert response.json()["field"] == "items[2].grad_norm"
-    assert "steep" in response.json()["detail"]
+    answer = response.json()
+    assert answer["field"] == "items[2].grad_norm"
+    assert "steep" in answer["detail"]
+    assert [(r["index"], r["field"], r["stored"]) for r in answer["rejected"]] == [
+        (2, "items[2].grad_norm", False)
+    ]
+    assert answer["accepted"]["steps"] == 2
+    assert _count(sqlite_engine, Step) == 2 and _count(sqlite_engine, Run) == 1
+
+
+def test_a_malformed_run_gets_422_and_nothing_is_written(
+    server: str, sqlite_engine: Engine
+) -> None:
+    body = json.loads(_batch(range(3)))
+    body["run"]["pid"] = 2**31
+    response = requests.post(server, data=json.dumps(body), headers=AUTH, timeout=10)
+    assert response.status_code == 422
+    assert response.json()["field"] == "run.pid"
+    assert "integer from 0 to 2147483647" in response.json()["detail"]
     assert _count(sqlite_engine, Step) == 0 and _count(sqlite_engine, Run) == 0
 
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from rmswatch.collectors.prometheus import RunCollector, sanitize_label_name
 from rmswatch.trainer_hooks.records import (
     RMS_EDGES,
@@ -14,14 +14,14 @@ from rmswatch.trainer_hooks.records import (
     ValidationRecord,
 )
 from tests.collectors.exposition import label_values, scrape, value, values
-from tests.collectors.records_factory import histogram, layer, record, run_info
+from tests.factories import histogram, layer, record, run_info
 
 RUN = {"job": "resnet-retrain", "run_id": "run-1", "rank": "0"}
 
 
 def collector_with(*items: object, labels: dict[str, str] | None = None) -> RunCollector:
     collector = RunCollector()
-    collector.set_run(run_info(labels))
+    collector.set_run(run_info(labels=labels))
     collector.update(items)  # type: ignore[arg-type]
     return collector
 

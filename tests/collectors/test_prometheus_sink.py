@@ -6,12 +6,12 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from rmswatch.collectors.prometheus import PrometheusSink
 from rmswatch.trainer_hooks.records import RunStatus
 from rmswatch.trainer_hooks.sinks import Sink
 from tests.collectors.exposition import parse, value
-from tests.collectors.records_factory import record, run_info
+from tests.factories import record, run_info
 from tests.helpers import free_port
 
 

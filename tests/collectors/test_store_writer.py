@@ -11,8 +11,8 @@ from rmswatch.store.engine import make_engine
 from rmswatch.store.models import Step
 from rmswatch.trainer_hooks.records import RunStatus, SystemSample, ValidationRecord
 from rmswatch.trainer_hooks.sinks import Sink
+from tests.factories import T0, run_info, step_record
 from tests.helpers import wait_until
-from tests.store.records_factory import T0, run_info, step_record
 
 
 def _steps(url: str) -> list[int]:
@@ -24,8 +24,18 @@ def _steps(url: str) -> list[int]:
         engine.dispose()
 
 
-def test_store_writer_is_a_sink() -> None:
-    assert isinstance(StoreWriter("sqlite://", flush_interval=1.0), Sink)
+def test_flush_through_the_sink_protocol_makes_records_readable_before_close(
+    sqlite_url: str,
+) -> None:
+    sink: Sink = StoreWriter(sqlite_url, flush_interval=60.0)
+    sink.open(run_info())
+    sink.write([step_record(s) for s in range(5)])
+    sink.flush()
+    assert _steps(sqlite_url) == list(range(5))
+    sink.close(RunStatus(T0 + 10, "succeeded"))
+    engine = make_engine(sqlite_url)
+    assert queries.run(engine, "run-1")["status"] == "succeeded"  # type: ignore[index]
+    engine.dispose()
 
 
 def test_close_writes_everything_and_marks_the_run_with_its_status(sqlite_url: str) -> None:

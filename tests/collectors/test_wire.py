@@ -10,9 +10,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
-import pytest
-
-from rmswatch.collectors.wire import KINDS, WireError, decode_batch, encode_batch, wire_fields
+from rmswatch.collectors.wire import KINDS, decode_batch, encode_batch, wire_fields
 from rmswatch.store.writes import SliSampleRecord
 from rmswatch.trainer_hooks.records import (
     NONFINITE_KEYS,
@@ -132,9 +130,11 @@ def test_non_finite_floats_travel_as_strings_and_come_back() -> None:
 def test_a_histogram_whose_counts_do_not_match_the_runs_edges_is_refused() -> None:
     run = dataclasses.replace(build(RunInfo), hist_edges=(1.0, 10.0, 100.0))
     body = json.loads(encode_batch(run, [build(StepRecord)]))
-    with pytest.raises(WireError, match="expected 2 counts") as err:
-        decode_batch(body)
-    assert err.value.field == 'items[0].layers["layer0.weight"].rms_hist.counts'
+    batch = decode_batch(body)  # the record alone is refused, naming the field
+    assert batch.telemetry == ()
+    (refused,) = batch.rejected
+    assert refused.field == 'items[0].layers["layer0.weight"].rms_hist.counts'
+    assert "expected 2 counts" in refused.detail
 
 
 def test_an_sli_sample_needs_no_run() -> None:

@@ -15,7 +15,7 @@ import time
 
 from rmswatch.collectors.store_writer import StoreWriter
 from rmswatch.trainer_hooks.records import RunStatus
-from tests.store.records_factory import run_info, step_record
+from tests.factories import run_info, step_record
 
 
 def main(argv: list[str]) -> int:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from rmswatch.collectors.prometheus import PrometheusSink
 from rmswatch.trainer_hooks.records import CheckpointRecord, SystemSample, ValidationRecord
-from tests.collectors.records_factory import layer, record, run_info
+from tests.factories import layer, record, run_info
 from tests.helpers import REPO_ROOT, free_port, require_program, wait_until
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def test_promtool_finds_nothing_to_complain_about_in_a_full_scrape() -> None:
     layers = {f"blocks.{i}.weight": layer(float(i)) for i in range(50)}
     layers["blocks.7.bias"] = layer(math.nan, nonfinite_grad=2)
     with PrometheusSink(port=0) as sink:
-        sink.open(run_info({"model": "resnet", "team-name": "vision"}))
+        sink.open(run_info(labels={"model": "resnet", "team-name": "vision"}))
         sink.write(
             [
                 record(step=1, layers=layers, nonfinite={"grad": 2}, loss=math.nan),
@@ -128,7 +128,7 @@ def test_prometheus_scrapes_the_recorded_values_and_takes_quantiles(
     exporter_and_prometheus: tuple[PrometheusSink, Prometheus],
 ) -> None:
     sink, prometheus = exporter_and_prometheus
-    sink.open(run_info({"model": "resnet"}))
+    sink.open(run_info(labels={"model": "resnet"}))
     sink.write([record(step=s, grad_norm=0.5 + s) for s in range(1, 38)])
     selector = '{job="resnet-retrain",run_id="run-1",model="resnet"}'
     steps = wait_until(
@@ -147,7 +147,7 @@ def test_prometheus_scrapes_the_recorded_values_and_takes_quantiles(
 
     # Every Grafana panel query is valid PromQL for this Prometheus, and the heatmap's buckets
     # come back with data (variables set as Grafana's "All" would).
-    from rmswatch.collectors import grafana
+    from rmswatch.generators import grafana
 
     variables = {"$job": ".*", "$run_id": ".*", "$layer": ".*", "$gpu_hour_usd": "2.5"}
     for name in grafana.DASHBOARDS:

@@ -3,24 +3,25 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
 
+from rmswatch.commands.migrate import migrate_command
 from rmswatch.store.engine import (
     current_revision,
     head_revision,
     make_engine,
-    migrate_command,
     upgrade,
     write_transaction,
 )
 from rmswatch.store.models import Base, HistogramRow, LayerStep, Run, Step
 from rmswatch.store.writes import upsert_run, write_telemetry
+from tests.factories import run_info, step_record
 from tests.helpers import subprocess_env
-from tests.store.records_factory import run_info, step_record
 from tests.store.test_migration_0003 import write_as_of_old_revision
 
 
@@ -31,6 +32,8 @@ def test_sqlite_store_uses_wal_busy_timeout_and_foreign_keys(sqlite_url: str) ->
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        # no memory-mapped database reads: a bad file must raise, not SIGBUS the trainer
+        assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == 0
     engine.dispose()
 
 
@@ -69,13 +72,14 @@ def test_store_created_at_revision_0001_upgrades_in_place_keeping_its_data(
             assert set(conn.execute(select(table.rank)).scalars()) == {0}
     # and another rank's rows for the same steps now land beside them
     with write_transaction(engine) as conn:
-        write_telemetry(conn, run_pk, [step_record(s, rank=1) for s in range(3)])
+        write_telemetry(conn, run_pk, [replace(step_record(s), rank=1) for s in range(3)])
     with engine.connect() as conn:
         ranks = conn.execute(select(Step.rank, Step.step).order_by(Step.rank, Step.step)).all()
     assert [tuple(r) for r in ranks] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_processes_creating_the_schema_at_the_same_moment_all_succeed(store_url: str) -> None:
     start_at = time.time() + 3.0  # every child is imported and waiting by then
     child = (

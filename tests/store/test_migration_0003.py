@@ -22,7 +22,7 @@ from rmswatch.store.engine import (
 )
 from rmswatch.store.writes import _step_rows, upsert_run, write_telemetry
 from rmswatch.trainer_hooks.records import StepRecord
-from tests.store.records_factory import run_info, step_record
+from tests.factories import run_info, step_record
 
 
 def write_as_of_old_revision(conn: Connection, run_pk: int, records: Sequence[StepRecord]) -> None:

@@ -13,7 +13,7 @@ from rmswatch.store import queries
 from rmswatch.store.engine import write_transaction
 from rmswatch.store.writes import upsert_run, write_telemetry
 from rmswatch.trainer_hooks.records import CheckpointRecord, ValidationRecord
-from tests.store.records_factory import T0, run_info, step_record
+from tests.factories import T0, run_info, step_record
 
 
 def test_all_is_sorted_and_every_name_resolves() -> None:

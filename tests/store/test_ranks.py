@@ -9,14 +9,18 @@ from sqlalchemy import Engine, func, select
 from rmswatch.store.engine import write_transaction
 from rmswatch.store.models import HistogramRow, LayerStep, Run, Step
 from rmswatch.store.writes import close_run, upsert_run, write_telemetry
-from rmswatch.trainer_hooks.records import RunInfo, RunStatus
-from tests.store.records_factory import T0, run_info, step_record
+from rmswatch.trainer_hooks.records import RunInfo, RunStatus, StepRecord
+from tests.factories import T0, run_info, step_record
 
 
 def _rank(rank: int, world_size: int = 2) -> RunInfo:
     return dataclasses.replace(
         run_info("ddp-run"), rank=rank, world_size=world_size, host=f"node-{rank}", pid=100 + rank
     )
+
+
+def _step(step: int, rank: int) -> StepRecord:
+    return dataclasses.replace(step_record(step), rank=rank)
 
 
 def test_two_ranks_steps_land_in_one_run_none_dropped(engine: Engine) -> None:
@@ -26,7 +30,9 @@ def test_two_ranks_steps_land_in_one_run_none_dropped(engine: Engine) -> None:
         pk0 = upsert_run(conn, _rank(0), reopen=True)
         assert pk0 == pk1
         for rank in (0, 1):
-            write_telemetry(conn, pk0, [step_record(s, rank=rank) for s in range(1, 31)])
+            write_telemetry(
+                conn, pk0, [dataclasses.replace(step_record(s), rank=rank) for s in range(1, 31)]
+            )
         # a retried batch still writes nothing twice
         write_telemetry(conn, pk0, [step_record(s, rank=1) for s in range(1, 31)])
     with engine.connect() as conn:

@@ -24,7 +24,7 @@ from rmswatch.trainer_hooks.records import (
     SystemSample,
     ValidationRecord,
 )
-from tests.store.records_factory import T0, run_info, step_record
+from tests.factories import T0, run_info, step_record
 
 
 def _write(engine: Engine, items: list, run_id: str = "run-1") -> int:  # type: ignore[type-arg]

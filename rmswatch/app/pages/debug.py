@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import Input, Output, callback, dcc, html
+from dash import Input, Output, State, callback, ctx, dcc, html
 
-from rmswatch.app.components import empty_state, graph, run_picker, share_link
+from rmswatch.app.components import empty_state, graph, run_options, run_picker, share_link
 from rmswatch.app.context import current
 from rmswatch.app.downsample import downsample_frame
 from rmswatch.app.selection import from_query, pick_run, runs_for
@@ -26,7 +26,10 @@ def layout(**query: Any) -> Any:
     chosen = pick_run(runs, selection.run, selection.job)
     assert chosen is not None
     layers = queries.layer_names(context.engine, int(chosen["run_pk"]))
-    layer = query.get("layer") if query.get("layer") in layers else (layers[0] if layers else None)
+    asked = query.get("layer")
+    layer = (
+        asked if asked in layers else opening_layer(context.engine, int(chosen["run_pk"]), layers)
+    )
     return html.Div(
         [
             html.H1("Debug"),
@@ -52,9 +55,28 @@ def layout(**query: Any) -> Any:
                 className="row",
             ),
             graph("debug-efflr"),
-            graph("debug-checkpoints"),
+            html.Div(id="debug-checkpoints"),
+            dcc.Store(id="debug-query", data=dict(query)),
         ]
     )
+
+
+def opening_layer(engine: Any, run_pk: int, layers: list[str]) -> str | None:
+    """The first layer that went non-finite or diverged, else the first layer."""
+    found = debug.failing_layer(
+        queries.first_nonfinite(engine, run_pk), queries.layer_matrix(engine, run_pk, "grad_norm")
+    )
+    return found if found in layers else (layers[0] if layers else None)
+
+
+@callback(
+    Output("debug-run", "options"),
+    Input("refresh", "n_intervals"),
+    State("debug-query", "data"),
+    prevent_initial_call=True,
+)
+def refresh_picker(_: int, query: dict[str, Any] | None) -> list[dict[str, str]]:
+    return run_options(runs_for(current().engine, from_query(query or {})))
 
 
 @callback(
@@ -69,7 +91,12 @@ def layers_of_run(run_id: str | None, layer: str | None) -> tuple[list[str], str
     if run is None:
         return [], None
     names = queries.layer_names(context.engine, int(run["run_pk"]))
-    return names, layer if layer in names else (names[0] if names else None)
+    if ctx.triggered_id == "debug-layer" and layer in names:
+        return names, layer
+    # a run picked (or the page opened): open on the layer that failed first
+    if ctx.triggered_id is None and layer in names:
+        return names, layer
+    return names, opening_layer(context.engine, int(run["run_pk"]), names)
 
 
 @callback(
@@ -102,7 +129,7 @@ def layer_figures(run_id: str | None, layer: str | None, _: int) -> tuple[Any, A
 
 @callback(
     Output("debug-efflr", "figure"),
-    Output("debug-checkpoints", "figure"),
+    Output("debug-checkpoints", "children"),
     Input("debug-run", "value"),
     Input("refresh", "n_intervals"),
 )
@@ -115,5 +142,17 @@ def run_figures(run_id: str | None, _: int) -> tuple[Any, Any]:
     run_pk = int(run["run_pk"])
     return (
         debug.eff_lr_heatmap(queries.layer_matrix(context.engine, run_pk, "eff_lr_mean")),
-        debug.checkpoint_figure(queries.checkpoints(context.engine, run_pk)),
+        _checkpoints(queries.checkpoints(context.engine, run_pk)),
     )
+
+
+def _checkpoints(checkpoints: Any) -> Any:
+    """The checkpoint chart, or one line when the run recorded none (no half-page of axes)."""
+    saves = checkpoints[checkpoints["action"] == "save"] if not checkpoints.empty else checkpoints
+    if saves.empty:
+        return html.Div(
+            "Checkpoints: none recorded — call monitor.record_checkpoint(...) after each save",
+            className="empty",
+            id="debug-checkpoints-none",
+        )
+    return graph("debug-checkpoints-graph", debug.checkpoint_figure(checkpoints))

@@ -10,9 +10,16 @@ import pandas as pd
 from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 
 from rmswatch.app import alerts
-from rmswatch.app.components import empty_state, graph, kpi, run_picker, share_link, table
+from rmswatch.app.components import (
+    empty_state,
+    graph,
+    kpi,
+    run_options,
+    run_picker,
+    share_link,
+    table,
+)
 from rmswatch.app.context import current
-from rmswatch.app.downsample import downsample_frame
 from rmswatch.app.selection import describe, from_query, pick_run, runs_for
 from rmswatch.app.views import common, oncall
 from rmswatch.store import queries
@@ -106,6 +113,7 @@ def layout(**query: Any) -> Any:
                 id="runbooks",
             ),
             dcc.Store(id="oncall-job", data=selection.job),
+            dcc.Store(id="oncall-query", data=dict(query)),
         ]
     )
 
@@ -283,6 +291,18 @@ def refresh_run(_: int, run_id: str | None) -> tuple[Any, ...]:
     return run_figures(run_id)
 
 
+@callback(
+    Output("oncall-run", "options"),
+    Input("refresh", "n_intervals"),
+    State("oncall-query", "data"),
+    prevent_initial_call=True,
+)
+def refresh_picker(_: int, query: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The picker's statuses follow the store, as the jobs table does."""
+    context = current()
+    return run_options(runs_for(context.engine, from_query(query or {}, context.clock())))
+
+
 def run_figures(run_id: str | None) -> tuple[Any, ...]:
     """The on-call figures of one run (also what the benchmark times)."""
     context = current()
@@ -291,22 +311,22 @@ def run_figures(run_id: str | None) -> tuple[Any, ...]:
         empty = common.empty_figure("", common.NO_RUNS)
         return empty, empty, empty, empty, "/oncall"
     run_pk = int(run["run_pk"])
-    steps = queries.step_series(context.engine, run_pk, ["loss", "grad_norm"])
-    shown = downsample_frame(steps, ["loss", "grad_norm"])
+    steps = queries.step_series(context.engine, run_pk, oncall.STEP_COLUMNS)
+    shown = oncall.shown_steps(steps)
     vals = queries.validations(context.engine, [run_pk])
     raised = alerts.run_alerts(context.engine, run["run_id"])
     markers = oncall.alert_markers(
         raised, queries.steps_at(context.engine, run_pk, list(raised["starts_at"])), shown
     )
-    latest = _latest_layers(context.engine, run_pk, run.get("last_step"))
     return (
-        oncall.loss_figure(shown, vals, markers, title=f"Loss — {run['job']} · {run['run_id']}"),
+        oncall.training_figure(
+            shown, vals, markers, title=f"Loss, gradient norm and LR — {run['job']} · {run_id}"
+        ),
         oncall.nonfinite_figure(queries.nonfinite_totals(context.engine, run_pk)),
         oncall.grad_norm_histogram(steps["grad_norm"]),
-        oncall.eff_lr_figure(latest),
+        oncall.eff_lr_figure(
+            queries.latest_layer_stats(context.engine, run_pk),
+            queries.latest_histogram_exact(context.engine, run_pk),
+        ),
         share_link("/oncall", job=run["job"], run=run["run_id"]),
     )
-
-
-def _latest_layers(engine: Any, run_pk: int, _last_step: Any) -> pd.DataFrame:
-    return queries.latest_layer_stats(engine, run_pk)

@@ -70,6 +70,117 @@ def loss_spikes(
     return found.head(limit).reset_index(drop=True)
 
 
+def run_verdict(run: Mapping[str, Any], firings: pd.DataFrame) -> str:
+    """The run's verdict in words. The alerting engine's own (`run["verdict"]`) when the store
+    has one; else from the status the script closed with and the alerts that fired on it: a run
+    closed `succeeded` while a page fired on it "succeeded with incident" (the incidents rule)."""
+    recorded = run.get("verdict")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    status = str(run.get("status") or "unknown")
+    detail = str(run.get("status_detail") or "").strip()
+    if status == "succeeded":
+        paged = not firings.empty and bool(
+            ((firings["to_state"] == "firing") & (firings["severity"] == "page")).any()
+        )
+        return "succeeded with incident" if paged else "succeeded"
+    return f"{status}: {detail}" if detail else status
+
+
+def validation_summary(validations: pd.DataFrame) -> list[dict[str, Any]]:
+    """One timeline row per validation metric (not one per evaluation, which would bury the
+    events): at its last evaluation, with its first, best and last values."""
+    if validations is None or validations.empty:
+        return []
+    rows = []
+    for name, points in validations.sort_values("step").groupby("name", sort=True):
+        values = pd.to_numeric(points["value"], errors="coerce").astype(float)
+        finite = values[np.isfinite(values)]
+        best_at = int(np.argmin(values.where(np.isfinite(values), np.inf).to_numpy()))
+        best = (
+            f", best {finite.min():.4g} at step {int(points['step'].to_numpy()[best_at])}"
+            if not finite.empty
+            else ""
+        )
+        last = points.iloc[-1]
+        rows.append(
+            {
+                "time": last.get("time"),
+                "step": int(last["step"]),
+                "kind": "validation",
+                "what": f"{name}: {len(points)} evaluations, steps "
+                f"{int(points['step'].iloc[0])}–{int(last['step'])}: "
+                f"first {values.iloc[0]:.4g}{best}, last {values.iloc[-1]:.4g}",
+            }
+        )
+    return rows
+
+
+def firing_rows(firings: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every firing and resolution from the alert history, each with the value it had then
+    (not the alert's summary as rewritten since)."""
+    if firings is None or firings.empty:
+        return []
+    changes = firings[firings["to_state"].isin(["firing", "resolved", "acknowledged"])]
+    rows = []
+    for event in changes.itertuples(index=False):
+        value = getattr(event, "value", None)
+        at = f" at value {value:.4g}" if isinstance(value, float) and not pd.isna(value) else ""
+        what = {"firing": "fired", "resolved": "resolved", "acknowledged": "acknowledged"}[
+            str(event.to_state)
+        ]
+        detail = str(getattr(event, "detail", "") or "")
+        rows.append(
+            {
+                "time": event.time,
+                "step": None,
+                "kind": f"alert {what}",
+                "what": f"{event.alertname} ({event.severity}) {what}{at}"
+                + (f" — {detail}" if detail else ""),
+            }
+        )
+    return rows
+
+
+# LR changes of one group in the same direction at most this many steps apart are one episode
+LR_EPISODE_GAP = 10
+
+
+def lr_change_rows(changes: pd.DataFrame) -> list[dict[str, Any]]:
+    """LR changes as timeline rows: a burst of changes in one direction (someone raising the
+    LR again and again) is one row at its first step, with the overall factor."""
+    rows: list[dict[str, Any]] = []
+    for group, found in changes.sort_values("step").groupby("group", sort=True):
+        episodes: list[list[Any]] = []
+        for change in _rows(found):
+            up = change.after > change.before
+            last = episodes[-1][-1] if episodes else None
+            if (
+                last is not None
+                and change.step - last.step <= LR_EPISODE_GAP
+                and ((last.after > last.before) == up)
+            ):
+                episodes[-1].append(change)
+            else:
+                episodes.append([change])
+        for episode in episodes:
+            first, last = episode[0], episode[-1]
+            verb = "raised" if last.after > first.before else "lowered"
+            times = (
+                f" {len(episode)} times, steps {first.step}–{last.step}" if len(episode) > 1 else ""
+            )
+            rows.append(
+                {
+                    "time": None,
+                    "step": int(first.step),
+                    "kind": "LR changed",
+                    "what": f"{group}: lr {verb}{times}: {first.before:.4g} → {last.after:.4g} "
+                    f"(×{last.after / first.before:.3g})",
+                }
+            )
+    return rows
+
+
 def timeline(
     run: Mapping[str, Any],
     alerts: pd.DataFrame,
@@ -78,22 +189,39 @@ def timeline(
     checkpoints: pd.DataFrame,
     validations: pd.DataFrame | None = None,
     step_times: pd.DataFrame | None = None,
+    *,
+    firings: pd.DataFrame | None = None,
+    lr_changes: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One table of what happened, in time order: start, alerts, loss spikes, the first
-    non-finite step, checkpoints, validations, end (`step_times` places step-only events)."""
-    events: list[dict[str, Any]] = [
-        {"time": run["started_at"], "step": None, "kind": "run", "what": "run started"}
-    ]
-    events.extend(
-        {
-            "time": getattr(alert, "starts_at", None),
-            "step": None,
-            "kind": "alert",
-            "what": f"{alert.alertname} ({getattr(alert, 'severity', '')}): "
-            f"{getattr(alert, 'summary', '')}",
-        }
-        for alert in _rows(alerts)
+    """One table of what happened, in time order: start (and the step it resumed from), every
+    alert firing, LR changes, loss spikes, the first non-finite step and layers, checkpoints,
+    one summary row per validation metric, the end with the run's verdict (`step_times` places
+    step-only events). Without an alert history (`firings`), each alert is one row at its
+    start with its current summary."""
+    resumed = run.get("resumed_from_step")
+    started = "run started" + (
+        f" (resumed from step {int(resumed)})"
+        if resumed is not None and not pd.isna(resumed)
+        else ""
     )
+    events: list[dict[str, Any]] = [
+        {"time": run["started_at"], "step": None, "kind": "run", "what": started}
+    ]
+    if firings is not None:
+        events.extend(firing_rows(firings))
+    else:
+        events.extend(
+            {
+                "time": getattr(alert, "starts_at", None),
+                "step": None,
+                "kind": "alert",
+                "what": f"{alert.alertname} ({getattr(alert, 'severity', '')}): "
+                f"{getattr(alert, 'summary', '')}",
+            }
+            for alert in _rows(alerts)
+        )
+    if lr_changes is not None:
+        events.extend(lr_change_rows(lr_changes))
     events.extend(
         {
             "time": None,
@@ -124,26 +252,18 @@ def timeline(
         for point in _rows(checkpoints)
     )
     if validations is not None:
-        events.extend(
-            {
-                "time": getattr(point, "time", None),
-                "step": int(point.step),
-                "kind": "validation",
-                "what": f"{getattr(point, 'name', 'val_loss')} {point.value:.4g}",
-            }
-            for point in _rows(validations)
-        )
+        events.extend(validation_summary(validations))
     if run.get("ended_at") is not None and not pd.isna(run.get("ended_at")):
+        verdict = run_verdict(run, firings if firings is not None else pd.DataFrame())
         events.append(
             {
                 "time": run["ended_at"],
                 "step": run.get("last_step"),
                 "kind": "run",
-                "what": f"run ended: {run.get('status')} {run.get('status_detail') or ''}".strip(),
+                "what": f"run ended — verdict: {verdict}",
             }
         )
     frame = pd.DataFrame(events, columns=["time", "step", "kind", "what"])
-    frame["time"] = pd.to_datetime(frame["time"], utc=True)
     return order_events(frame, step_times)
 
 

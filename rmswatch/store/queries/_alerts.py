@@ -12,13 +12,19 @@ import pandas as pd
 from sqlalchemy import Engine, Select, select
 from sqlalchemy.orm import Session
 
-from rmswatch.store.models_alerting import AlertEventRow, AlertRow, NotificationRow, SilenceRow
+from rmswatch.store.models_alerting import (
+    AlertEventRow,
+    AlertFiringRow,
+    AlertRow,
+    NotificationRow,
+    SilenceRow,
+)
 from rmswatch.store.queries._common import TimeLike, _utc, as_datetime
 
 ALERT_COLUMNS = [
     "fingerprint", "alertname", "job", "run_id", "severity", "state", "value", "active_since",
     "starts_at", "ends_at", "summary", "runbook_url", "dashboard_url", "acknowledged_by",
-    "acknowledged_at", "silenced", "inhibited", "labels", "annotations",
+    "acknowledged_at", "silenced", "inhibited", "labels", "annotations", "peak_value",
 ]  # fmt: skip
 
 
@@ -65,6 +71,7 @@ def _alert_frame(alerts: list[AlertRow]) -> pd.DataFrame:
             "inhibited": bool(a.inhibited_by),
             "labels": dict(a.labels or {}),
             "annotations": dict(a.annotations or {}),
+            "peak_value": a.value,
         }
         for a in alerts
     ]
@@ -77,27 +84,79 @@ def _alert_frame(alerts: list[AlertRow]) -> pd.DataFrame:
     )
 
 
-def resolved_alerts(engine: Engine, since: TimeLike) -> pd.DataFrame:
-    """Alerts that resolved at or after `since`, most recent first: what paged the on-call
-    engineer while they were away, with its runbook."""
-    query = select(AlertRow).where(
-        AlertRow.state == "resolved", AlertRow.ends_at >= as_datetime(since)
+def _firing_frame(firings: list[AlertFiringRow], alerts: Sequence[AlertRow]) -> pd.DataFrame:
+    """One row per firing, in the columns of `active_alerts`: the firing's own run, start, end
+    and peak value; acknowledgement and suppression from the alert while it is still live."""
+    by_fp = {a.fingerprint: a for a in alerts}
+    rows = []
+    for f in firings:
+        alert = by_fp.get(f.fingerprint)
+        live = f.ended_at is None and alert is not None
+        rows.append(
+            {
+                "fingerprint": f.fingerprint,
+                "alertname": f.alertname,
+                "job": f.job,
+                "run_id": f.run_id,
+                "severity": f.severity,
+                "state": "firing" if f.ended_at is None else "resolved",
+                "value": f.last_value,
+                "active_since": _aware(f.started_at),
+                "starts_at": _aware(f.started_at),
+                "ends_at": _aware(f.ended_at),
+                "summary": (f.annotations or {}).get("summary", ""),
+                "runbook_url": (f.annotations or {}).get("runbook_url", ""),
+                "dashboard_url": (f.annotations or {}).get("dashboard_url", ""),
+                "acknowledged_by": alert.acknowledged_by if live and alert else None,
+                "acknowledged_at": _aware(alert.acknowledged_at) if live and alert else None,
+                "silenced": bool(alert.silenced_by) if live and alert else False,
+                "inhibited": bool(alert.inhibited_by) if live and alert else False,
+                "labels": dict(f.labels or {}),
+                "annotations": dict(f.annotations or {}),
+                "peak_value": f.peak_value,
+            }
+        )
+    return _utc(
+        pd.DataFrame(rows, columns=ALERT_COLUMNS),
+        "active_since",
+        "starts_at",
+        "ends_at",
+        "acknowledged_at",
     )
-    frame = _alert_frame(_all(engine, query))
+
+
+def _firings(engine: Engine, query: Select[Any]) -> pd.DataFrame:
+    firings = _all(engine, query)
+    fingerprints = sorted({f.fingerprint for f in firings})
+    alerts = _all(engine, select(AlertRow).where(AlertRow.fingerprint.in_(fingerprints)))
+    return _firing_frame(firings, alerts)
+
+
+def resolved_alerts(engine: Engine, since: TimeLike) -> pd.DataFrame:
+    """Firings that ended at or after `since`, pages first, most recent first: what paged the
+    on-call engineer while they were away, each under the run it was about, with its peak
+    value and runbook. An alert that fired twice is listed twice."""
+    query = select(AlertFiringRow).where(AlertFiringRow.ended_at >= as_datetime(since))
+    frame = _firings(engine, query)
     order = frame.assign(_not_page=frame["severity"] != "page")
     order = order.sort_values(["ends_at"], ascending=False, kind="stable")
     return frame.loc[order.sort_values("_not_page", kind="stable").index].reset_index(drop=True)
 
 
 def alerts_for_run(engine: Engine, run_id: str) -> pd.DataFrame:
-    """Every alert (any state) that a run raised, oldest first: the postmortem's alert list.
-
-    Alerts are per job (run_id is not in the fingerprint), so this finds them through the
-    run's history events, with the alert's state as it is now.
-    """
-    fingerprints = select(AlertEventRow.fingerprint).where(AlertEventRow.run_id == run_id)
-    found = _all(engine, select(AlertRow).where(AlertRow.fingerprint.in_(fingerprints)))
-    frame = _alert_frame(found)
+    """Every firing about a run, oldest first, plus its alerts that went pending and never
+    fired (the postmortem's alert list): each firing with its own start, end and peak."""
+    fired = _firings(engine, select(AlertFiringRow).where(AlertFiringRow.run_id == run_id))
+    fingerprints = select(AlertEventRow.fingerprint).where(
+        AlertEventRow.run_id == run_id, AlertEventRow.to_state == "pending"
+    )
+    never = select(AlertRow).where(
+        AlertRow.fingerprint.in_(fingerprints),
+        AlertRow.fingerprint.not_in(list(fired["fingerprint"])),
+    )
+    pending = _alert_frame(_all(engine, never))
+    parts = [f for f in (fired, pending) if not f.empty]
+    frame = pd.concat(parts, ignore_index=True) if parts else fired
     return frame.sort_values("active_since", kind="stable").reset_index(drop=True)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from rmswatch.store.models import (
     Checkpoint,
@@ -49,6 +49,23 @@ def histograms(
     if stride > 1:
         statement = statement.where((HistogramRow.step - first) % stride == 0)
     return _frame(engine, statement.order_by(HistogramRow.step))
+
+
+def latest_histogram_exact(engine: Engine, run_pk: int, *, kind: str = "rms") -> dict[str, bool]:
+    """Per layer, whether its histogram at the run's last histogram step was exact rather than
+    estimated from a sample (the layer's statistics at that step come from the same selection)."""
+    last = (
+        select(func.max(HistogramRow.step))
+        .where(HistogramRow.run_pk == run_pk, HistogramRow.kind == kind)
+        .scalar_subquery()
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(HistogramRow.layer, HistogramRow.exact).where(
+                HistogramRow.run_pk == run_pk, HistogramRow.kind == kind, HistogramRow.step == last
+            )
+        ).all()
+    return {str(layer): bool(exact) for layer, exact in rows}
 
 
 def histogram_matrix(

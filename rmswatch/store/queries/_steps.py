@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, func, or_, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from rmswatch.store.models import LayerStep, Run, Step
 from rmswatch.store.queries._common import (
@@ -59,6 +60,25 @@ def steps(
     return _frame(engine, _thin(statement, Step.step, max_points), ("time",))
 
 
+def _series(
+    engine: Engine,
+    model: Any,
+    columns: Sequence[str],
+    where: Sequence[ColumnElement[bool]],
+    start_step: int | None,
+    end_step: int | None,
+) -> pd.DataFrame:
+    fields, kind = (STEP_FIELDS, "step") if model is Step else (LAYER_FIELDS, "layer")
+    _known(kind, columns, fields)
+    names = ["step", *(name for name in columns if name != "step")]
+    statement = (
+        select(*(model.__table__.c[name] for name in names))
+        .where(*where, *_step_range(model.step, start_step, end_step))
+        .order_by(model.step)
+    )
+    return _frame(engine, statement, ("time",))
+
+
 def step_series(
     engine: Engine,
     run_pk: int,
@@ -68,15 +88,8 @@ def step_series(
     end_step: int | None = None,
 ) -> pd.DataFrame:
     """`step` plus the named `steps` columns of one run, in step order."""
-    run_pk = _pk(run_pk)
-    _known("step", columns, STEP_FIELDS)
-    names = ["step", *(name for name in columns if name != "step")]
-    statement = (
-        select(*(Step.__table__.c[name] for name in names))
-        .where(Step.run_pk == run_pk, *_step_range(Step.step, start_step, end_step))
-        .order_by(Step.step)
-    )
-    return _frame(engine, statement, ("time",))
+    where = [Step.run_pk == _pk(run_pk)]
+    return _series(engine, Step, columns, where, start_step, end_step)
 
 
 def step_bounds(engine: Engine, run_pk: int) -> tuple[int, int, int]:
@@ -196,18 +209,8 @@ def layer_series(
     end_step: int | None = None,
 ) -> pd.DataFrame:
     """`step` plus the named `layer_stats` columns of one layer of one run, in step order."""
-    run_pk = _pk(run_pk)
-    _known("layer", columns, LAYER_FIELDS)
-    statement = (
-        select(LayerStep.step, *(LayerStep.__table__.c[name] for name in columns))
-        .where(
-            LayerStep.run_pk == run_pk,
-            LayerStep.layer == layer,
-            *_step_range(LayerStep.step, start_step, end_step),
-        )
-        .order_by(LayerStep.step)
-    )
-    return _frame(engine, statement, ("time",))
+    where = [LayerStep.run_pk == _pk(run_pk), LayerStep.layer == layer]
+    return _series(engine, LayerStep, columns, where, start_step, end_step)
 
 
 def layer_matrix(

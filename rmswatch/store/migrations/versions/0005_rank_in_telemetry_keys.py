@@ -5,8 +5,8 @@ of their uniqueness keys, so that rank 1's step 10 no longer collides with rank 
 dropped by ON CONFLICT DO NOTHING. A column another revision already added is kept as it is.
 `rank_checks` holds the desync checks a distributed run's rank 0 reports.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-03
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004'
-down_revision = '0003'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
