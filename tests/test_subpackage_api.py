@@ -17,6 +17,7 @@ SUBPACKAGES = {
         "LayerInfo",
         "LayerStats",
         "Monitor",
+        "RankCheckRecord",
         "RunInfo",
         "RunStatus",
         "Sink",

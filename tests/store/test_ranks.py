@@ -30,11 +30,9 @@ def test_two_ranks_steps_land_in_one_run_none_dropped(engine: Engine) -> None:
         pk0 = upsert_run(conn, _rank(0), reopen=True)
         assert pk0 == pk1
         for rank in (0, 1):
-            write_telemetry(
-                conn, pk0, [dataclasses.replace(step_record(s), rank=rank) for s in range(1, 31)]
-            )
+            write_telemetry(conn, pk0, [_step(s, rank) for s in range(1, 31)])
         # a retried batch still writes nothing twice
-        write_telemetry(conn, pk0, [step_record(s, rank=1) for s in range(1, 31)])
+        write_telemetry(conn, pk0, [_step(s, 1) for s in range(1, 31)])
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Run)).scalar_one() == 1
         run = conn.execute(select(Run.host, Run.pid, Run.rank, Run.world_size)).one()
