@@ -60,3 +60,19 @@ def test_a_rank_far_behind_or_slow_is_flagged_as_a_straggler(engine: Engine) -> 
     # ranks in step: nobody is flagged
     even = progress[progress["rank"] < 2]
     assert queries.stragglers(even).empty
+
+
+def test_the_pages_queries_read_one_rank_at_a_time(engine: Engine) -> None:
+    pk = _run(engine, [_rank_step(s, r, g) for s in (1, 2, 3) for r, g in ((0, 1.0), (1, 2.0))])
+    assert queries.steps(engine, pk)["step"].tolist() == [1, 2, 3]  # rank 0 by default
+    assert queries.step_bounds(engine, pk) == (1, 3, 3)
+    assert queries.step_bounds(engine, pk, rank=1) == (1, 3, 3)
+    assert set(queries.layer_stats(engine, pk)["grad_norm"]) == {1.0}
+    assert set(queries.layer_stats(engine, pk, rank=1)["grad_norm"]) == {2.0}
+    series = queries.layer_series(engine, pk, "layer0.weight", ["grad_norm"], rank=1)
+    assert series["grad_norm"].tolist() == [2.0, 2.0, 2.0]
+    assert len(queries.latest_layer_stats(engine, pk)) == 2  # two layers, not two ranks x two
+    matrix = queries.layer_matrix(engine, pk, "grad_norm")
+    assert len(matrix) == 3 * 2 and set(matrix["value"]) == {1.0}
+    assert len(queries.histograms(engine, pk, "layer0.weight")) == 3
+    assert len(queries.histogram_matrix(engine, pk, "layer0.weight", rank=1)) == 3

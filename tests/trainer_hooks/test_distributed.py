@@ -95,5 +95,8 @@ def test_ranks_stepping_unevenly_skip_checks_instead_of_waiting(tmp_path: Path) 
     assert ranks[0]["records"] == 40 and ranks[1]["records"] == 20
     steps0 = {c["step"]: c["status"] for c in ranks[0]["checks"]}
     assert all(steps0[s] == "ok" for s in (5, 10, 15, 20))
-    assert ranks[0]["stopped"] is not None and "unanswered" in ranks[0]["stopped"]
+    # stopped either way, never waited on: gathers piled up unanswered, or rank 1's exit made
+    # the pending one fail first (which happens first is a race between the processes)
+    stopped = ranks[0]["stopped"]
+    assert stopped is not None and ("unanswered" in stopped or "gather failed" in stopped)
     assert "desync" not in steps0.values()
