@@ -183,10 +183,11 @@ def grad_norm_variance(
 
 def eff_lr_jump(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int]) -> list[Verdict]:
     rule = config.eff_lr_jump
-    position = _positions(tails)
-    window = position // rule.window_steps
-    frame = tails.assign(window=window)
-    frame = frame[(frame["window"] < 2) & np.isfinite(frame["eff_lr_mean"])]
+    # Windows count steps that have an eff-LR: in budget mode most records are sentinel-only
+    # (no eff-LR), and counting them would leave the windows forever short of full.
+    frame = tails[np.isfinite(tails["eff_lr_mean"].astype("float64"))]
+    frame = frame.assign(window=_positions(frame) // rule.window_steps)
+    frame = frame[frame["window"] < 2]
     means = frame.groupby(["run_pk", "window"])["eff_lr_mean"].mean()
     sizes = frame.groupby(["run_pk", "window"]).size()
     mean_of, size_of = means.to_dict(), sizes.to_dict()

@@ -172,7 +172,7 @@ class _Rule(StrictModel):
     runbook: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     for_: Duration = Field(default=0.0, alias="for")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class NonFiniteRule(_Rule):

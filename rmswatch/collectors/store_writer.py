@@ -22,6 +22,7 @@ from typing import ClassVar
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
+from rmswatch._validation import ArgumentError
 from rmswatch.collectors._buffered import BufferedSink
 from rmswatch.store.engine import make_engine, upgrade, write_transaction
 from rmswatch.store.writes import WriteCounts, close_run, upsert_run, write_telemetry
@@ -120,7 +121,7 @@ class StoreWriter(BufferedSink):
         create_schema: bool = True,
     ) -> None:
         if engine is None and not url:
-            raise ValueError("StoreWriter needs a store URL or engine=")
+            raise ArgumentError("StoreWriter needs a store URL or engine=")
         super().__init__(
             flush_interval=flush_interval,
             max_buffer=max_buffer,
@@ -130,7 +131,7 @@ class StoreWriter(BufferedSink):
             thread_name="rmswatch-store",
         )
         if max_buffer < 1:
-            raise ValueError(f"max_buffer={max_buffer!r}: must be >= 1 record")
+            raise ArgumentError(f"max_buffer={max_buffer!r}: must be >= 1 record")
         self._owns_engine = engine is None
         self.engine: Engine = engine if engine is not None else make_engine(str(url))
         self._retry_max = retry_max_seconds

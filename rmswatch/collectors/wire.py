@@ -23,9 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
 from rmswatch._limits import LimitError, check_float, check_labels, check_text, check_time
+from rmswatch._validation import StrictModel
 from rmswatch._validation import WireError as WireError
 from rmswatch.store.writes import SliSampleRecord
 from rmswatch.trainer_hooks.records import (
@@ -185,8 +186,8 @@ def encode_batch(
 # -- the derived schema -----------------------------------------------------------------------
 
 
-class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _M(StrictModel):
+    """The base of every derived model: the project's one strict base (unknown keys refused)."""
 
 
 _MODELS: dict[type[Any], type[_M]] = {}

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 import rmswatch
+from rmswatch._validation import ArgumentError
 
 SCENARIOS: tuple[str, ...] = ("healthy", "diverge", "slow", "resume", "stall")
 # After the first non-finite loss the diverging job keeps stepping (burning GPU time, as real
@@ -118,7 +119,7 @@ def run(
 ) -> str:
     """Train one scenario to its end; returns the final run status."""
     if scenario not in SCENARIOS:
-        raise ValueError(f"scenario={scenario!r}: expected one of {', '.join(SCENARIOS)}")
+        raise ArgumentError(f"scenario={scenario!r}: expected one of {', '.join(SCENARIOS)}")
     torch.set_num_threads(1)
     steps = 160 if quick else 600
     plan = {

@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
 from rmswatch import catalogue as cat
+from rmswatch._validation import ArgumentError
 from rmswatch.collectors.prometheus.guard import DEFAULT_MAX_LAYERS, guard_layers, layer_key
 from rmswatch.collectors.prometheus.labels import run_labels
 from rmswatch.trainer_hooks.records import (
@@ -97,9 +98,11 @@ class RunCollector:
         layer_distributions: bool = True,
     ) -> None:
         if layer_depth is not None and (not isinstance(layer_depth, int) or layer_depth < 1):
-            raise ValueError(f"layer_depth={layer_depth!r}: expected None or an integer >= 1")
+            raise ArgumentError(f"layer_depth={layer_depth!r}: expected None or an integer >= 1")
         if max_layers is not None and (not isinstance(max_layers, int) or max_layers < 0):
-            raise ValueError(f"max_layers={max_layers!r}: expected None (no limit) or an int >= 0")
+            raise ArgumentError(
+                f"max_layers={max_layers!r}: expected None (no limit) or an int >= 0"
+            )
         self.layer_depth = layer_depth
         self.max_layers = max_layers
         self.layer_distributions = bool(layer_distributions)
@@ -107,6 +110,9 @@ class RunCollector:
         self._run: RunInfo | None = None
         self._base: dict[str, str] = {}
         self._latest: StepRecord | None = None
+        # Budget mode: most records are sentinel-only (no layers, NaN parameter norms); the
+        # norms, eff-LR and per-layer series come from the newest full record.
+        self._latest_full: StepRecord | None = None
         self._system: SystemSample | None = None
         self._validation: dict[str, float] = {}
         self._nonfinite = dict.fromkeys(cat.NONFINITE_KINDS, 0)
@@ -151,6 +157,8 @@ class RunCollector:
     def _take_step(self, record: StepRecord) -> None:
         if self._latest is None or record.step >= self._latest.step:
             self._latest = record
+        if record.full and (self._latest_full is None or record.step >= self._latest_full.step):
+            self._latest_full = record
         any_nonfinite = False
         for kind in cat.NONFINITE_KINDS:
             count = int(record.nonfinite.get(kind, 0))
@@ -187,7 +195,7 @@ class RunCollector:
             state = (
                 self._run,
                 dict(self._base),
-                self._latest,
+                (self._latest, self._latest_full),
                 self._system,
                 dict(self._validation),
                 dict(self._nonfinite),
@@ -206,7 +214,7 @@ class RunCollector:
         self,
         run: RunInfo | None,
         base: dict[str, str],
-        latest: StepRecord | None,
+        latest_pair: tuple[StepRecord | None, StepRecord | None],
         system: SystemSample | None,
         validation: dict[str, float],
         nonfinite: dict[str, int],
@@ -218,6 +226,7 @@ class RunCollector:
     ) -> list[Metric]:
         if run is None:
             return []
+        latest, latest_full = latest_pair
         f = _Families(base)
         f.add(
             cat.RUN_INFO,
@@ -249,7 +258,7 @@ class RunCollector:
             if system.gpu_memory_bytes is not None:
                 f.add(cat.GPU_MEMORY_USED_BYTES, system.gpu_memory_bytes)
         if latest is not None:
-            self._render_step(f, run, latest)
+            self._render_step(f, run, latest, latest_full)
         self._render_layer_nonfinite(f, layer_nonfinite)
         return list(f.out.values())
 
@@ -264,15 +273,20 @@ class RunCollector:
         metric.samples.append(Sample(name + "_count", f.base, float(n)))
         metric.samples.append(Sample(name + "_sum", f.base, total))
 
-    def _render_step(self, f: _Families, run: RunInfo, record: StepRecord) -> None:
-        f.add(cat.STEPS_TOTAL, record.step)
-        f.add(cat.LAST_STEP_TIMESTAMP_SECONDS, record.time)
-        f.add(cat.TELEMETRY_DROPPED_TOTAL, record.dropped_total)
-        if record.loss is not None:
-            f.add(cat.LOSS, record.loss)
-        for group, lr in enumerate(record.lrs or (record.lr,)):
+    def _render_step(
+        self, f: _Families, run: RunInfo, latest: StepRecord, full: StepRecord | None
+    ) -> None:
+        f.add(cat.STEPS_TOTAL, latest.step)
+        f.add(cat.LAST_STEP_TIMESTAMP_SECONDS, latest.time)
+        f.add(cat.TELEMETRY_DROPPED_TOTAL, latest.dropped_total)
+        if latest.loss is not None:
+            f.add(cat.LOSS, latest.loss)
+        for group, lr in enumerate(latest.lrs or (latest.lr,)):
             f.add(cat.LEARNING_RATE, lr, group=str(group))
-        f.add(cat.GRAD_NORM, record.grad_norm)
+        f.add(cat.GRAD_NORM, latest.grad_norm)
+        if full is None:
+            return
+        record = full
         f.add(cat.PARAM_NORM, record.param_norm)
         f.add(cat.UPDATE_NORM, record.update_norm)
         f.add(cat.UPDATE_RATIO, record.update_ratio)
@@ -355,7 +369,7 @@ class PrometheusSink:
         layer_distributions: bool = True,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"port={port!r}: expected an integer 0-65535 (0 picks a free port)")
+            raise ArgumentError(f"port={port!r}: expected an integer 0-65535 (0 picks a free port)")
         self.collector = RunCollector(
             layer_depth=layer_depth,
             max_layers=max_layers,

@@ -11,6 +11,8 @@ import pandas as pd
 from sqlalchemy import Engine, Select, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from rmswatch._validation import ArgumentError
+
 TimeLike = datetime | float | pd.Timestamp
 
 
@@ -99,7 +101,7 @@ def _thin(
     if max_points is None:
         return stmt.order_by(order_by)
     if max_points < 1:
-        raise ValueError(f"max_points={max_points!r}: must be >= 1")
+        raise ArgumentError(f"max_points={max_points!r}: must be >= 1")
     numbered = stmt.add_columns(
         func.row_number().over(order_by=order_by).label("_rn"),
         func.count().over().label("_n"),

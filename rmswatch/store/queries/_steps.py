@@ -13,6 +13,7 @@ import pandas as pd
 from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from rmswatch._validation import ArgumentError
 from rmswatch.store.models import LayerStep, Run, Step
 from rmswatch.store.queries._common import (
     TimeLike,
@@ -37,7 +38,7 @@ _NONFINITE_KINDS = ("grad", "param", "state", "loss")
 def _known(kind: str, names: Sequence[str] | set[str], fields: frozenset[str]) -> None:
     unknown = set(names) - fields
     if unknown:
-        raise ValueError(f"unknown {kind} columns {sorted(unknown)}; known: {sorted(fields)}")
+        raise ArgumentError(f"unknown {kind} columns {sorted(unknown)}; known: {sorted(fields)}")
 
 
 def steps(
