@@ -17,12 +17,16 @@ def test_all_is_sorted_and_every_name_resolves() -> None:
 def test_the_public_names_are_the_architecture_contract() -> None:
     assert set(rmswatch.__all__) == {
         "CheckpointError",
+        "CheckpointInfo",
+        "Fidelity",
         "Histogram",
         "LayerStats",
         "Monitor",
         "RmswatchError",
         "StepRecord",
         "__version__",
+        "load_checkpoint",
+        "save_checkpoint",
         "watch",
     }
     assert rmswatch.watch.__module__ == "rmswatch._watch"

@@ -15,6 +15,7 @@ SUBPACKAGES = {
         "LayerInfo",
         "LayerStats",
         "Monitor",
+        "RankCheckRecord",
         "RunInfo",
         "RunStatus",
         "Sink",
