@@ -186,7 +186,40 @@ def slo_recording_group(spec: SloSpec, sli: PromSli, config: Config) -> dict[str
                 "labels": {"slo": spec.name},
             }
         )
+    rules += _budget_rules(spec, sli, lengths)
     return {"name": f"rmswatch-slo-{spec.name}-sli", "rules": rules}
+
+
+BURN_RATE_RECORD = "rmswatch_slo:burn_rate:{window}"
+BUDGET_REMAINING_RECORD = "rmswatch_slo:error_budget_remaining:ratio"
+
+
+def _budget_rules(spec: SloSpec, sli: PromSli, windows: list[str]) -> list[dict[str, Any]]:
+    """Burn rate per alert window and the error budget left over the SLO period (as sloth and
+    Pyrra record them): burn = error ratio / budget; remaining = 1 - period ratio / budget."""
+    selector = f'{{slo="{spec.name}"}}'
+    budget = f"{spec.error_budget:.6g}"
+    labels = {"slo": spec.name}
+    rules: list[dict[str, Any]] = [
+        {
+            "record": BURN_RATE_RECORD.format(window=w),
+            "expr": f"{m.ERROR_RATIO_RECORD.format(window=w)}{selector} / {budget}",
+            "labels": labels,
+        }
+        for w in windows
+    ]
+    period = _window(spec.period)
+    ratio = f"{_increase(sli.numerator, period)}\n/\n{_increase(sli.total, period)}"
+    if sli.error_from_good:
+        ratio = f"1 - (\n{ratio}\n)"
+    rules.append(
+        {
+            "record": BUDGET_REMAINING_RECORD,
+            "expr": f"1 - (\n{ratio}\n) / {budget}",
+            "labels": labels,
+        }
+    )
+    return rules
 
 
 def slo_alerts(spec: SloSpec, config: Config) -> list[dict[str, Any]]:
@@ -393,10 +426,19 @@ def _slo_test_cases(spec: SloSpec, sli: PromSli, config: Config) -> list[dict[st
              "alert_rule_test": [{"eval_time": f"{minutes}m", "alertname": SLO_ALERTNAME,
                                   "exp_alerts": expected(sorted(alerts))}]}
         )  # fmt: skip
+    # burning at half the budget's rate: quiet, with half the budget left and burn rate 0.5
+    selector = f'{{slo="{spec.name}"}}'
+    longest = _window(max(w.long for w in _windows(spec, config)))
     cases.append(
         {"interval": interval, "input_series": inputs(busy, 0.5 * budget),
          "alert_rule_test": [{"eval_time": f"{minutes}m", "alertname": SLO_ALERTNAME,
-                              "exp_alerts": []}]}
+                              "exp_alerts": []}],
+         "promql_expr_test": [
+             {"expr": f"count({BUDGET_REMAINING_RECORD}{selector} > 0.45 < 0.55)",
+              "eval_time": f"{minutes}m", "exp_samples": [{"labels": "{}", "value": 1}]},
+             {"expr": f"count({BURN_RATE_RECORD.format(window=longest)}{selector} > 0.45 < 0.55)",
+              "eval_time": f"{minutes}m", "exp_samples": [{"labels": "{}", "value": 1}]},
+         ]}
     )  # fmt: skip
     if spec.effective_min_events > 2:
         # every event bad, but fewer than min_events in any window: stays quiet

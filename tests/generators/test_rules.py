@@ -80,3 +80,15 @@ def test_a_30_day_period_keeps_the_policy_windows() -> None:
     records = {r["record"] for g in document["groups"] for r in g["rules"] if "record" in r}
     windows = {r.rsplit("rate", 1)[1] for r in records if ":ratio_rate" in r}
     assert windows == {"5m", "30m", "1h", "2h", "6h", "1d", "3d"}
+
+
+def test_each_slo_records_burn_rates_and_the_budget_left_over_its_period() -> None:
+    rules = yaml.safe_load((TESTDATA / "out-short-hour.yaml").read_text())
+    recorded = {r["record"]: r for g in rules["groups"] for r in g["rules"] if "record" in r}
+    assert {"rmswatch_slo:burn_rate:1m", "rmswatch_slo:burn_rate:6m"} <= set(recorded)
+    assert recorded["rmswatch_slo:burn_rate:1m"]["expr"] == (
+        'rmswatch_slo:sli_error:ratio_rate1m{slo="nan-free-hour"} / 0.001'
+    )
+    remaining = recorded["rmswatch_slo:error_budget_remaining:ratio"]
+    assert "[1h]" in remaining["expr"] and remaining["expr"].endswith("/ 0.001")
+    assert remaining["labels"] == {"slo": "nan-free-hour"}
