@@ -184,9 +184,11 @@ def test_the_debug_page_opens_on_the_layer_that_failed_first(served: Served, bro
 def test_layer_names_with_markup_are_shown_as_text_in_every_figure(
     served: Served, browser: Any
 ) -> None:
+    from urllib.parse import quote
+
     from selenium.webdriver.common.by import By
 
-    shown_panels(browser, f"{served.url}/debug?run=evil-run&layer={MARKUP_LAYER}", 3)
+    shown_panels(browser, f"{served.url}/debug?run=evil-run&layer={quote(MARKUP_LAYER)}", 3)
     labels = browser.execute_script(
         "return Array.from(document.querySelectorAll('#debug-efflr .ytick text'))"
         ".map(t => t.textContent)"
@@ -287,7 +289,7 @@ def test_a_silence_created_on_the_oncall_page_lands_in_the_store(
     from rmswatch.store.engine import make_engine
     from rmswatch.store.queries import silences
 
-    load_page(browser, f"{served.url}/oncall", 4)
+    load_page(browser, f"{served.url}/oncall?run={BAD_RUN}", 4)
     _pick_alert_in_silence_picker(browser, "TrainingNonFinite")
     browser.find_element(By.XPATH, "//label[contains(., '4h')]").click()
     browser.find_element(By.ID, "silence-author").send_keys("night-oncall")
@@ -312,7 +314,7 @@ def test_a_silence_created_on_the_oncall_page_lands_in_the_store(
 def test_acknowledge_on_the_oncall_page_lands_in_the_store(served: Served, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    load_page(browser, f"{served.url}/oncall", 4)
+    load_page(browser, f"{served.url}/oncall?run={BAD_RUN}", 4)
     browser.find_element(By.ID, "silence-author").send_keys("ack-person")
     button = wait_until(
         lambda: browser.find_elements(
