@@ -238,6 +238,7 @@ class DivergenceRule(_Rule):
     factor: float = Field(gt=1)
     consecutive_steps: int = Field(ge=1)
     median_window_steps: int = Field(ge=1)
+    zero_grad_factor: float = Field(default=1.5, gt=1)
 
 
 class StalledRule(_Rule):
@@ -247,6 +248,7 @@ class StalledRule(_Rule):
 class ValidationRegressionRule(_Rule):
     window: int = Field(ge=1)
     tolerance: float = Field(ge=0)
+    noise_factor: float = Field(default=3.0, ge=0)
 
 
 class GradNormVarianceRule(_Rule):
@@ -277,6 +279,18 @@ class AmpSkipsRule(_Rule):
     min_loss_scale: float = Field(gt=0)
 
 
+class SlowConvergenceRule(_Rule):
+    factor: float = Field(gt=1)
+    smooth_steps: int = Field(ge=2)
+    min_steps: int = Field(ge=0)
+    history_runs: int = Field(ge=1)
+
+
+class OverspendRule(_Rule):
+    factor: float = Field(gt=1)
+    history_runs: int = Field(ge=1)
+
+
 _HEALTH_FIELDS = (
     "nonfinite",
     "divergence",
@@ -286,6 +300,8 @@ _HEALTH_FIELDS = (
     "eff_lr_jump",
     "checkpoint_failures",
     "amp_skips",
+    "slow_convergence",
+    "overspend",
 )
 
 
@@ -318,6 +334,10 @@ class HealthConfig(_Strict):
         default_factory=lambda: _default_rule("checkpoint_failures")
     )
     amp_skips: AmpSkipsRule = Field(default_factory=lambda: _default_rule("amp_skips"))
+    slow_convergence: SlowConvergenceRule = Field(
+        default_factory=lambda: _default_rule("slow_convergence")
+    )
+    overspend: OverspendRule = Field(default_factory=lambda: _default_rule("overspend"))
 
     @model_validator(mode="before")
     @classmethod

@@ -211,10 +211,12 @@ def sample_counter_increases(
 _STEP_TAIL_SELECT = (
     Step.run_pk, Step.step, Step.time, Step.loss, Step.grad_norm, Step.eff_lr_mean,
     Step.step_seconds, Step.nonfinite_loss, Step.nonfinite_grad, Step.nonfinite_param,
-    Step.nonfinite_state, Step.skipped, Step.loss_scale,
+    Step.nonfinite_state, Step.skipped, Step.loss_scale, Step.lr,
 )  # fmt: skip
 STEP_TAIL_COLUMNS = tuple(str(column.key) for column in _STEP_TAIL_SELECT)
-_TAIL_FLOATS = ("loss", "grad_norm", "eff_lr_mean", "step_seconds", "loss_scale", "skipped")
+_TAIL_FLOATS = (
+    "loss", "grad_norm", "eff_lr_mean", "step_seconds", "loss_scale", "skipped", "lr",
+)  # fmt: skip
 
 
 def empty_tails() -> pd.DataFrame:
