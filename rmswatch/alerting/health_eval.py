@@ -170,7 +170,7 @@ class HealthState:
         limit = max(rule.history_runs, self.config.health.overspend.history_runs)
         before = q.previous_runs(self.engine, str(run["job"]), float(run["started_at"]), 50)
         before = before[
-            (before["status"] == "succeeded") & (before["ended_at"] <= float(run["started_at"]))
+            (before["verdict"] == "succeeded") & (before["ended_at"] <= float(run["started_at"]))
         ].head(limit)
         if before.empty:
             self.history[pk] = None

@@ -62,7 +62,10 @@ def _step_latency(engine: Engine, config: Config, spec: SloSpec, since: float,
 def _retrain_success(engine: Engine, config: Config, spec: SloSpec, since: float,
                      bucket_s: int) -> pd.DataFrame:  # fmt: skip
     sli = spec.sli
-    return q.run_outcome_counts(engine, since, bucket_s, sli.good_statuses, sli.bad_statuses)
+    return q.run_outcome_counts(
+        engine, since, bucket_s, sli.good_statuses, sli.bad_statuses,
+        incident_is_bad=sli.incident_is_bad,
+    )  # fmt: skip
 
 
 def _checkpoint_success(engine: Engine, config: Config, spec: SloSpec, since: float,
@@ -218,7 +221,7 @@ def findings(state: SloState, table: pd.DataFrame, runs: pd.DataFrame) -> list[F
             summary = texts.SLO_SUMMARY.format(
                 slo=spec.name, objective=spec.objective, job=job, burns=burns,
                 budget=budget_words(
-                    row.budget_remaining, window_label(spec.period), row.events_period,
+                    row.budget_remaining, window_label(spec.period), float(row.events_period),
                     spec.effective_min_events,
                 ),
             )  # fmt: skip

@@ -146,6 +146,9 @@ class SliSpec(_Strict):
     # e.g. a cancelled run is neither)
     good_statuses: tuple[str, ...] = ("succeeded",)
     bad_statuses: tuple[str, ...] = ("failed", "crashed", "stalled")
+    # retrain_success: a run closed `succeeded` while a page fired about it ("succeeded with
+    # incident") counts as a failure; false counts it by its status alone
+    incident_is_bad: bool = True
 
     @model_validator(mode="after")
     def _kind_needs_its_fields(self) -> SliSpec:

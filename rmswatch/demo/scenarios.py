@@ -118,17 +118,18 @@ def run(
     start_step = 0
     checkpoint_path = workdir / f"{job}.pt"
 
+    started = time.perf_counter()
+    if scenario == "resume" and checkpoint_path.exists():
+        # Resume from the job's last good checkpoint, but only the model weights are restored:
+        # square_avg restarts at zero, so every effective learning rate jumps.
+        state = torch.load(checkpoint_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        start_step = int(state["step"])
     monitor = rmswatch.watch(
-        opt, model=model, job=job, run_id=run_id, labels=labels, store=db, every=1
-    )
+        opt, model=model, job=job, run_id=run_id, labels=labels, store=db, every=1,
+        start_step=start_step or None,
+    )  # fmt: skip
     if scenario == "resume":
-        # Resume from the job's last good checkpoint, but the optimizer state was not saved:
-        # square_avg restarts at zero, so effective learning rates jump for the first steps.
-        started = time.perf_counter()
-        if checkpoint_path.exists():
-            state = torch.load(checkpoint_path, weights_only=True)
-            model.load_state_dict(state["model"])
-            start_step = int(state["step"])
         monitor.record_checkpoint(
             "load",
             step=start_step,
@@ -157,9 +158,12 @@ def run(
                 break
             step = start_step + i + 1
             if scenario == "diverge" and i >= plan.steps // 3:
-                # someone "fixed" a slow run by raising the learning rate mid-run
+                # someone "fixed" a slow run by raising the learning rate mid-run, x3 a step
+                # and uncapped: once it passes float32's range (~3.4e38, 80 steps) every update
+                # is inf or NaN on every CPU (IEEE), whatever the rounding before that; the loss
+                # climbing many decades on the way is itself a (finite) divergence page
                 for group in opt.param_groups:
-                    group["lr"] = min(group["lr"] * 3.0, 1e30)
+                    group["lr"] = group["lr"] * 3.0
             if scenario == "stall" and i == plan.steps // 2:
                 # a data-loader deadlock: the process is alive, no step ever comes
                 print(json.dumps({"run_id": run_id, "event": "stalled", "step": step}), flush=True)

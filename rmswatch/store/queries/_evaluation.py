@@ -22,6 +22,7 @@ from rmswatch.store.queries._common import (
     as_datetime,
     epoch_seconds,
 )
+from rmswatch.store.queries._runs import had_incident
 
 _NONFINITE_COLUMNS = {
     "loss": Step.nonfinite_loss,
@@ -94,16 +95,22 @@ def run_outcome_counts(
     bucket_seconds: int,
     good_statuses: Sequence[str],
     bad_statuses: Sequence[str],
+    *,
+    incident_is_bad: bool = False,
 ) -> pd.DataFrame:
-    """Per (run, bucket of its end): 1 finished run, good if it succeeded.
+    """Per (run, bucket of its end): 1 finished run, good if it succeeded (and, with
+    `incident_is_bad`, no page fired about it: "succeeded with incident" is bad).
 
     Runs still marked running are not events at all: a finished job is not a crashed job.
     """
     bucket = _bucket(engine, Run.ended_at, bucket_seconds)
+    good: ColumnElement[bool] = Run.status.in_(list(good_statuses))
+    if incident_is_bad:
+        good = and_(good, ~had_incident())
     statement = select(
         Run.id,
         bucket.label("bucket"),
-        case((Run.status.in_(list(good_statuses)), 1), else_=0),
+        case((good, 1), else_=0),
         1,
     ).where(
         Run.ended_at.is_not(None),
