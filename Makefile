@@ -33,15 +33,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The inner loop: no external program (PostgreSQL, Prometheus, Alertmanager, Chromium) and
+# nothing slow (subprocess trainings, crash and multi-writer tests); `make test` runs them all.
 unit: $(STAMP)
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -m "not integration and not slow"
 
 test: $(STAMP) system-deps lint typecheck
 	$(PY) -m pytest
 
 docs: $(STAMP)
-	$(PY) -m rmswatch.collectors.catalogue --write docs/metrics.md
-	$(PY) -m rmswatch.collectors.grafana --write dashboards/grafana
+	$(PY) -m rmswatch.generators.metrics_docs --write docs/metrics.md
+	$(PY) -m rmswatch.generators.grafana --write dashboards/grafana
 	$(PY) -m rmswatch rules -o dashboards/prometheus/rules.yml \
 		--tests-output dashboards/prometheus/rules.test.yml
 	$(PY) benchmarks/assemble.py

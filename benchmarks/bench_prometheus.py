@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server  # noqa: E402
 
-from rmswatch.collectors import catalogue as cat  # noqa: E402
+from rmswatch import catalogue as cat  # noqa: E402
 from rmswatch.collectors.prometheus import PrometheusSink, rms_vector  # noqa: E402
 from rmswatch.trainer_hooks.records import RMS_EDGES, Histogram, StepRecord  # noqa: E402
 from tests.factories import layer, record, run_info  # noqa: E402

@@ -1,7 +1,9 @@
 """`rmswatch` command line: serve | demo | rules | report | silence | evaluate | migrate.
 
-Arguments are parsed here; each command's work lives in the module that owns it and is imported
-only when that command runs, so `rmswatch rules` never pays for importing Dash.
+Arguments are parsed here; each command's work lives in its own module (`rmswatch.commands.*`, or
+the server, demo and report) and is imported only when that command runs, so `rmswatch rules`
+never pays for importing pandas, SQLAlchemy or Dash. Any `RmswatchError` (a bad config, a store
+URL that can't be opened, a bad argument) is printed as one line on stderr with exit code 2.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rmswatch._ports import port_number
+from rmswatch._validation import RmswatchError
 
 DEFAULT_DB = "sqlite:///rmswatch.db"
 
@@ -20,11 +23,11 @@ DEFAULT_DB = "sqlite:///rmswatch.db"
 _TARGETS: dict[str, tuple[str, str]] = {
     "serve": ("rmswatch.server", "serve"),
     "demo": ("rmswatch.demo", "run_demo"),
-    "rules": ("rmswatch.alerting.rulegen", "rules_command"),
+    "rules": ("rmswatch.commands.rules", "rules_command"),
     "report": ("rmswatch.app.report", "report_command"),
-    "silence": ("rmswatch.alerting.silences", "silence_command"),
-    "evaluate": ("rmswatch.alerting.scheduler", "evaluate_command"),
-    "migrate": ("rmswatch.store.engine", "migrate_command"),
+    "silence": ("rmswatch.commands.silence", "silence_command"),
+    "evaluate": ("rmswatch.commands.evaluate", "evaluate_command"),
+    "migrate": ("rmswatch.commands.migrate", "migrate_command"),
 }
 
 
@@ -99,27 +102,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     module_name, function_name = _TARGETS[command]
-    target: Any = getattr(importlib.import_module(module_name), function_name)
     try:
+        target: Any = getattr(importlib.import_module(module_name), function_name)
         return int(target(**args) or 0)
     except KeyboardInterrupt:
         return 130
-    except _user_errors() as exc:
-        print(f"rmswatch {command}: {exc}", file=sys.stderr)
+    except RmswatchError as exc:
+        print(f"rmswatch {command}: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (YAML and driver messages can span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _version() -> str:
     from rmswatch import __version__
 
     return __version__
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from rmswatch._validation import RmswatchError
-    from rmswatch.config import ConfigError
-
-    return (ConfigError, RmswatchError)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,8 +1,10 @@
 """The server's YAML config: typed, validated once at load, never half-read.
 
 `load_config(path)` returns a `Config` or raises `ConfigError` naming the file, the key, the bad
-value and what would be accepted. Alerting sections (receivers, route, slos, health rules) are
-defined in `rmswatch.alerting.spec` and composed here.
+value and what would be accepted. The composition root of the config: each section is defined
+next to its owner (alerting specs and routes in `rmswatch.alerting`, retention in `rmswatch.store`,
+ingest in `rmswatch.collectors`) and composed here. Imported by `server`, `cli`, alerting and the
+generators; nothing below alerting imports it.
 """
 
 from __future__ import annotations
@@ -11,23 +13,25 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from rmswatch._validation import ConfigError as ConfigError
+from rmswatch._validation import StrictModel, Url, format_validation_error
+from rmswatch.alerting.routing_config import (
+    DEFAULT_INHIBIT_RULES,
+    InhibitRuleConfig,
+    OutboxConfig,
+    ReceiverConfig,
+    RouteConfig,
+    routing_problems,
+)
+from rmswatch.alerting.slo_files import load_slo_file
+from rmswatch.alerting.spec import HealthConfig, SloSpec
+from rmswatch.collectors.ingest_config import IngestConfig as IngestConfig
+from rmswatch.store.retention_config import RetentionConfig as RetentionConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BasicAuth(_Strict):
+class BasicAuth(StrictModel):
     username: str
     # the password is read from this environment variable, never from the file
     password_env: str = "RMSWATCH_BASIC_AUTH_PASSWORD"
@@ -49,7 +53,7 @@ def _check_cidr(value: str) -> str:
     return value
 
 
-class AuthConfig(_Strict):
+class AuthConfig(StrictModel):
     """Who may see the pages; see docs/operations.md, "Security"."""
 
     basic: BasicAuth | None = None
@@ -78,23 +82,11 @@ class AuthConfig(_Strict):
         return self
 
 
-class IngestConfig(_Strict):
-    # bearer token for POST /api/v1/ingest, read from this environment variable
-    token_env: str = "RMSWATCH_TOKEN"
-    max_batch_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
-
-
-def _check_url(value: str) -> str:
-    from rmswatch.alerting.spec import check_url  # the one URL rule, shared with the specs
-
-    return check_url(value)
-
-
-class ServerConfig(_Strict):
+class ServerConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8050, ge=1, le=65535)
     # the externally reachable URL, used in alert dashboard links
-    external_url: Annotated[str, AfterValidator(_check_url)] | None = None
+    external_url: Url | None = None
     auth: AuthConfig = AuthConfig()
     ingest: IngestConfig = IngestConfig()
     refresh_seconds: float = Field(default=10.0, gt=0)
@@ -104,35 +96,13 @@ class ServerConfig(_Strict):
         return (self.external_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
-class RetentionConfig(_Strict):
-    # every step's histograms for this long, then every `downsample_every`-th
-    full_resolution_hours: float = Field(default=1.0, gt=0)
-    downsample_every: int = Field(default=10, ge=1)
-    # telemetry older than this is deleted (None keeps everything)
-    keep_days: float | None = Field(default=90.0, gt=0)
-
-
-class StoreConfig(_Strict):
+class StoreConfig(StrictModel):
     url: str | None = None
     retention: RetentionConfig = RetentionConfig()
 
 
-class CostConfig(_Strict):
+class CostConfig(StrictModel):
     gpu_hour_usd: float = Field(default=2.5, ge=0)
-
-
-def format_validation_error(error: ValidationError) -> list[str]:
-    """One line per problem: `key.path: message (got: value)`."""
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        got = item.get("input")
-        shown = "" if isinstance(got, dict | list) else f" (got: {got!r})"
-        lines.append(f"{key}: {message}{shown}")
-    return lines
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -190,29 +160,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-# Imported here, after the shared base types, because the alerting specs build on them.
-from rmswatch.alerting.routing_config import (  # noqa: E402
-    DEFAULT_INHIBIT_RULES,
-    InhibitRuleConfig,
-    OutboxConfig,
-    ReceiverConfig,
-    RouteConfig,
-    routing_problems,
-)
-from rmswatch.alerting.spec import HealthConfig, SloSpec, check_url, load_slo_file  # noqa: E402
-
-
-class EvaluationConfig(_Strict):
+class EvaluationConfig(StrictModel):
     interval_seconds: float = Field(default=30.0, gt=0)
     # SLO/health evaluation (rmswatch.alerting.evaluate); see docs/alerting.md
     default_slos: bool = True
     slo_files: tuple[str, ...] = ()  # rmswatch or OpenSLO YAML, relative to this file
-    runbook_base_url: Annotated[str, AfterValidator(check_url)] | None = None
+    runbook_base_url: Url | None = None
     # re-read this much already-evaluated history each tick, for telemetry that arrives late
     lookback_seconds: float = Field(default=300.0, ge=0)
 
 
-class Config(_Strict):
+class Config(StrictModel):
     """The whole server config. Every section has a default, so an empty file is valid."""
 
     server: ServerConfig = ServerConfig()

@@ -11,6 +11,9 @@ import pytest
 
 from tests.helpers import REPO_ROOT, free_port, subprocess_env
 
+# each test runs an example training in a fresh interpreter: tens of seconds
+pytestmark = pytest.mark.slow
+
 EXAMPLES = REPO_ROOT / "examples"
 
 
@@ -39,7 +42,6 @@ def test_the_lightning_style_callback_example_records_every_step() -> None:
     assert out.startswith("100 records")
 
 
-@pytest.mark.slow
 def test_the_torchrun_example_writes_one_run_from_rank_zero(tmp_path: Path) -> None:
     db = tmp_path / "rmswatch.db"
     out = _run(

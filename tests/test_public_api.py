@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import rmswatch
 from tests.helpers import subprocess_env
 
@@ -29,6 +31,7 @@ def test_the_public_names_are_the_architecture_contract() -> None:
     assert rmswatch.watch.__module__ == "rmswatch._watch"
 
 
+@pytest.mark.slow
 def test_the_store_and_collectors_import_without_torch() -> None:
     code = (
         "import sys, rmswatch.store.queries, rmswatch.collectors.ingest, rmswatch.config;"

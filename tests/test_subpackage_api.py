@@ -31,6 +31,26 @@ SUBPACKAGES = {
         "SystemSampler",
         "WireError",
     },
+    "rmswatch.store": {
+        "RetentionConfig",
+        "StoreError",
+        "apply_retention",
+        "make_engine",
+        "open_store",
+        "upgrade",
+        "write_transaction",
+    },
+    "rmswatch.alerting": {
+        "DeliveryError",
+        "HealthConfig",
+        "Signal",
+        "SloSpec",
+        "acknowledge_alert",
+        "create_silence",
+        "expire_silence",
+        "list_silences",
+        "start_scheduler",
+    },
 }
 
 
@@ -49,7 +69,8 @@ def test_all_is_sorted_complete_and_every_name_resolves(name: str) -> None:
 
 def test_importing_the_subpackages_loads_no_torch_and_no_sink_dependencies() -> None:
     code = (
-        "import sys, rmswatch.trainer_hooks, rmswatch.collectors;"
+        "import sys, rmswatch.trainer_hooks, rmswatch.collectors, rmswatch.store, "
+        "rmswatch.alerting;"
         "print(sorted(m for m in ('torch', 'prometheus_client', 'sqlalchemy') if m in sys.modules))"
     )
     out = subprocess.run(

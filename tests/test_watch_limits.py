@@ -17,9 +17,6 @@ from rmswatch._limits import LimitError
 from rmswatch.store.engine import make_engine
 from rmswatch.store.models import Run, Step, Validation
 from tests.helpers import free_port
-from tests.store.conftest import store_url
-
-__all__ = ["store_url"]
 
 
 def _optimizer() -> torch.optim.Optimizer:

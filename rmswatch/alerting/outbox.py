@@ -3,16 +3,18 @@
 `enqueue` adds a row inside the caller's transaction (the one that changed alert state), so a
 crash can't lose a notification that was decided. `deliver_due` sends per receiver, oldest
 first; a failure stops that receiver (later notifications wait, keeping order) and schedules a
-retry with exponential backoff, forever. Delivery is at-least-once: a crash between the
-receiver's 2xx and our commit resends that one request (groupKey / fingerprint / dedup_key let
-receivers drop it); in normal operation each notification is delivered exactly once.
+retry with exponential backoff, forever. Delivery is at-least-once. A receiver sees a request
+twice in exactly two cases: the request timed out (`timeout_seconds`) after the receiver got it,
+or the server crashed between the receiver's 2xx and our commit. The resent request is the same
+bytes with the same `Idempotency-Key` header (and PagerDuty `dedup_key`, Alertmanager labels),
+so receivers can drop it; a request answered 2xx in time is never sent again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,10 +80,12 @@ def deliver_due(
     clock: Callable[[], datetime] = utcnow,
     transport: Transport = requests_transport,
     environ: Mapping[str, str] | None = None,
+    only: Collection[str] | None = None,
 ) -> DeliveryReport:
     """Send every due notification, receiver by receiver, in the order they were written.
 
-    No database transaction is held open while a request is in flight.
+    `only` limits the pass to those receiver names (the per-receiver delivery threads). No
+    database transaction is held open while a request is in flight.
     """
     env = os.environ if environ is None else environ
     by_name = {r.name: r for r in receivers}
@@ -95,6 +99,8 @@ def deliver_due(
             )
         )
     for name in sorted(pending_receivers):
+        if only is not None and name not in only:
+            continue
         receiver = by_name.get(name)
         with Session(engine) as session:
             rows = list(
@@ -138,10 +144,13 @@ def _deliver_one(
 ) -> bool:
     sent = row.requests_sent
     error = ""
-    for body in row.requests[sent:]:
+    for index, body in enumerate(row.requests[sent:], start=sent):
         timestamp = str(int(utc(clock()).timestamp()))
         try:
-            send(receiver, body, transport=transport, environ=environ, timestamp=timestamp)
+            # the same key on every attempt of this request: a retry after a timeout (the
+            # receiver may have taken the first one) can be recognised and dropped
+            send(receiver, body, transport=transport, environ=environ, timestamp=timestamp,
+                 idempotency_key=f"rmswatch-{row.id}-{index}")  # fmt: skip
         except DeliveryError as exc:
             error = str(exc)
             break

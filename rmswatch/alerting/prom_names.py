@@ -1,6 +1,6 @@
 """The Prometheus metric and label names the generated rules read, in one place.
 
-Every name comes from `rmswatch.collectors.catalogue` (the exporter's single source of truth);
+Every name comes from `rmswatch.catalogue` (the exporter's single source of truth);
 this module only picks which catalogue entries each SLI and health rule needs.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client.utils import floatToGoString
 
-from rmswatch.collectors import catalogue as c
+from rmswatch import catalogue as c
 
 # labels the exporter puts on every training series
 JOB_LABEL, RUN_LABEL = c.COMMON_LABELS[0], c.COMMON_LABELS[1]

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Rmswatch-Signature"
 TIMESTAMP_HEADER = "X-Rmswatch-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Alertmanager writes this for "not resolved yet"
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -196,13 +197,19 @@ def send(
     transport: Transport,
     environ: Mapping[str, str],
     timestamp: str,
+    idempotency_key: str | None = None,
 ) -> None:
-    """POST one body; raises DeliveryError unless the receiver answers 2xx."""
+    """POST one body; raises DeliveryError unless the receiver answers 2xx.
+
+    `idempotency_key` goes in the `Idempotency-Key` header, the same on every retry of one
+    request (PagerDuty also dedupes on the body's `dedup_key`, Alertmanager on the labels)."""
     if receiver.kind == "pagerduty":
         assert receiver.routing_key_env is not None
         body = {"routing_key": _secret(receiver, receiver.routing_key_env, environ), **body}
     data = json.dumps(body, separators=(",", ":"), sort_keys=False).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "rmswatch", **receiver.headers}
+    if idempotency_key is not None:
+        headers[IDEMPOTENCY_HEADER] = idempotency_key
     if receiver.secret_env:
         headers[TIMESTAMP_HEADER] = timestamp
         headers[SIGNATURE_HEADER] = sign(

@@ -12,33 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from rmswatch._validation import StrictModel, Url, parse_duration
 
 ReceiverKind = Literal["webhook", "slack", "pagerduty", "alertmanager"]
-RECEIVER_KINDS: tuple[str, ...] = ("webhook", "slack", "pagerduty", "alertmanager")
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or an Alertmanager-style duration (`90`, `30s`, `5m`, `4h`, `2d`)."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r} (accepted: seconds or e.g. 30s, 5m, 4h, 2d)")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if match is None:
-            raise ValueError(
-                f"not a duration: {value!r} (accepted: seconds or e.g. 30s, 5m, 4h, 2d)"
-            )
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    if seconds < 0:
-        raise ValueError(f"duration must not be negative: {value!r}")
-    return seconds
-
 
 MatchOp = Literal["=", "!=", "=~", "!~"]
 _MATCHER = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
@@ -107,17 +86,13 @@ def matches_all(matchers: tuple[Matcher, ...], labels: Mapping[str, str]) -> boo
     return all(m.matches(labels) for m in matchers)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-
-class ReceiverConfig(_Strict):
+class ReceiverConfig(StrictModel):
     """Where notifications go. Secrets are named by environment variable, never written here."""
 
     name: str = Field(min_length=1)
     kind: ReceiverKind = "webhook"
     # webhook/slack: the full URL; alertmanager: its base URL; pagerduty: Events v2 (default)
-    url: str | None = None
+    url: Url | None = None
     # or read the URL from this environment variable (Slack webhook URLs are themselves secrets)
     url_env: str | None = None
     # HMAC-SHA256 signing secret for webhook bodies, read from this environment variable
@@ -137,22 +112,6 @@ class ReceiverConfig(_Strict):
     @classmethod
     def _duration(cls, value: object) -> float:
         return parse_duration(value)
-
-    @field_validator("url")
-    @classmethod
-    def _well_formed_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"malformed URL {value!r} (accepted: an absolute http:// or https:// URL)"
-            )
-        try:
-            parts.port  # noqa: B018 - urlsplit checks the port only when asked
-        except ValueError as exc:
-            raise ValueError(f"malformed URL {value!r}: {exc}") from exc
-        return value
 
     @model_validator(mode="after")
     def _url_required(self) -> ReceiverConfig:
@@ -185,7 +144,7 @@ def display_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
 
 
-class RouteConfig(_Strict):
+class RouteConfig(StrictModel):
     """One node of the route tree; unset fields are inherited from the parent."""
 
     receiver: str | None = None
@@ -198,9 +157,7 @@ class RouteConfig(_Strict):
     repeat_interval: float | None = None
     routes: tuple[RouteConfig, ...] = ()
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True
-    )
+    model_config = ConfigDict(populate_by_name=True)
 
     @field_validator("matchers", mode="before")
     @classmethod
@@ -219,7 +176,7 @@ DEFAULT_GROUP_INTERVAL = 300.0
 DEFAULT_REPEAT_INTERVAL = 4 * 3600.0
 
 
-class InhibitRuleConfig(_Strict):
+class InhibitRuleConfig(StrictModel):
     """Alerts matching `target_matchers` are muted while an alert matching `source_matchers`
     with the same values of the `equal` labels is firing."""
 
@@ -243,7 +200,7 @@ DEFAULT_INHIBIT_RULES: tuple[InhibitRuleConfig, ...] = (
 )
 
 
-class OutboxConfig(_Strict):
+class OutboxConfig(StrictModel):
     """Retry policy of the notification outbox: exponential backoff, never giving up."""
 
     initial_backoff_seconds: float = Field(default=1.0, gt=0)

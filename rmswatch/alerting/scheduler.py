@@ -9,7 +9,6 @@ SQLite there is one server process per file, which is always the leader.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,12 +19,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from rmswatch.alerting.delivery import DeliveryWorker
 from rmswatch.alerting.lifecycle import Transition, apply_signals, utc, utcnow
 from rmswatch.alerting.outbox import DeliveryReport, deliver_due
 from rmswatch.alerting.receivers import Transport, requests_transport
 from rmswatch.alerting.routing import dispatch
 from rmswatch.alerting.signals import Signal
-from rmswatch.config import Config, load_config
+from rmswatch.config import Config
 from rmswatch.store.retention import RetentionReport, apply_retention
 
 log = logging.getLogger(__name__)
@@ -37,15 +37,6 @@ Clock = Callable[[], datetime]
 LEADER_LOCK_KEY = 0x2B1E_5A0C_7D43_9F61
 # Retention deletes in bulk; hourly keeps each pass small without mattering for freshness.
 RETENTION_INTERVAL_SECONDS = 3600.0
-
-
-def open_store(db_url: str) -> Engine:
-    """Engine on a store upgraded to the newest schema (Alembic, including revision 0002)."""
-    from rmswatch.store.engine import make_engine, upgrade
-
-    engine = make_engine(db_url)
-    upgrade(engine)
-    return engine
 
 
 def _default_evaluate(engine: Engine, config: Config, now: datetime) -> list[Signal]:
@@ -175,6 +166,8 @@ class SchedulerHandle:
     environ: Mapping[str, str] | None
     lock: LeaderLock
     scheduler: Any = None
+    # per-receiver delivery threads while the scheduler runs (None: tick() sends inline)
+    worker: DeliveryWorker | None = None
     ticks: int = 0
     deliveries: int = 0
     last_error: str = ""
@@ -195,7 +188,10 @@ class SchedulerHandle:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("alert evaluation tick failed")
             return None
-        self.deliver()
+        if self.worker is not None:
+            self.worker.wake()  # sending is the workers' job: a slow receiver can't hold the tick
+        else:
+            self.deliver()
         return result
 
     def deliver(self) -> DeliveryReport | None:
@@ -230,9 +226,21 @@ class SchedulerHandle:
             log.exception("retention pass failed")
             return None
 
+    def poll(self) -> None:
+        """The poller job: wakes the delivery threads (or sends now without them)."""
+        if self.worker is not None:
+            self.worker.wake()
+        else:
+            self.deliver()
+
     def shutdown(self, wait: bool = True) -> None:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=wait)
+        if self.worker is not None:
+            # before the lock goes: a request in flight must not overlap the next leader's
+            self.worker.stop(timeout=None if wait else 0)
+            self.deliveries += self.worker.delivered
+            self.worker = None
         self.lock.release()
 
 
@@ -269,7 +277,7 @@ def start_scheduler(
         **common,
     )
     scheduler.add_job(
-        handle.deliver,
+        handle.poll,
         "interval",
         seconds=config.outbox.poll_seconds,
         id="rmswatch-deliver",
@@ -284,30 +292,14 @@ def start_scheduler(
     )
     handle.scheduler = scheduler
     if start:
+        handle.worker = DeliveryWorker(
+            engine,
+            config.receivers,
+            config.outbox,
+            clock=clock,
+            transport=transport,
+            environ=environ,
+            is_leader=lambda: handle.lock.held,
+        ).start()
         scheduler.start()
     return handle
-
-
-def evaluate_command(db_url: str, config_path: str | None) -> int:
-    """`rmswatch evaluate`: one tick and one delivery pass, then exit."""
-    config = load_config(config_path)
-    engine = open_store(db_url)
-    handle = start_scheduler(engine, config, start=False, environ=os.environ)
-    try:
-        result = handle.tick()
-        if result is None:
-            if handle.last_error:
-                print(f"rmswatch evaluate: {handle.last_error}")
-                return 1
-            print("rmswatch evaluate: another server holds the alerting lock; nothing done")
-            return 0
-        waiting = handle.deliver()
-        print(
-            f"{result.signals} signals, {len(result.transitions)} state changes, "
-            f"{result.notifications} notifications written, {handle.deliveries} delivered"
-            + (f", {waiting.waiting} waiting" if waiting else "")
-        )
-        return 0
-    finally:
-        handle.shutdown()
-        engine.dispose()

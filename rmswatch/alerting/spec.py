@@ -1,4 +1,4 @@
-"""SLO and training-health specs (rmswatch YAML, or an OpenSLO v1 subset) -> typed models.
+"""SLO and training-health specs -> typed models (SLO files are read by `slo_files`).
 
 Policy is data: burn-rate windows, default SLOs and default health rules live in
 `rmswatch/alerting/data/*.yaml`; this module reads them into frozen pydantic models that refuse
@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import re
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from rmswatch._validation import Duration, PositiveDuration, StrictModel
+from rmswatch._validation import format_duration as format_duration
 
 SliKind = Literal[
     "retrain_success",
@@ -34,74 +27,27 @@ SliKind = Literal[
     "validation_improvement",
     "ratio",
 ]
-SLI_KINDS: tuple[str, ...] = SliKind.__args__  # type: ignore[attr-defined]
 PER_STEP_KINDS = frozenset({"nonfinite_free_steps", "step_latency"})
 Severity = Literal["page", "ticket"]
-
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d|w))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-def parse_duration(value: Any) -> float:
-    """'90s', '5m', '1h30m', '30d' or a number of seconds -> seconds (float, > 0 not enforced)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 5m, 1h, 30d or a number of seconds")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and _DURATION.match(value.strip()):
-        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value.strip()))
-    else:
-        raise ValueError("expected a duration like 30s, 5m, 1h, 30d or a number of seconds")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError("a duration must be a finite number of seconds >= 0")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds -> the shortest Prometheus duration (whole seconds, at least 1s)."""
-    whole = max(1, round(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if whole % size == 0:
-            return f"{whole // size}{unit}"
-    return f"{whole}s"
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[Duration, Field(gt=0)]
-
-_URL = re.compile(r"^https?://[^\s/?#:]+(:\d{1,5})?(/[^\s]*)?$")
-
-
-def check_url(value: str) -> str:
-    """An absolute http(s) URL, or raise naming what is accepted."""
-    if not _URL.match(value):
-        raise ValueError("expected an absolute http:// or https:// URL, e.g. https://host:8050")
-    return value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 # ---------------------------------------------------------------------------- burn-rate policy
 
 
-class BurnWindow(_Strict):
+class BurnWindow(StrictModel):
     severity: Severity
     long: PositiveDuration
     short: PositiveDuration
     factor: float = Field(gt=0)
 
 
-class StepWindow(_Strict):
+class StepWindow(StrictModel):
     severity: Severity
     long_steps: int = Field(gt=0)
     short_steps: int = Field(gt=0)
     factor: float = Field(gt=0)
 
 
-class BurnPolicy(_Strict):
+class BurnPolicy(StrictModel):
     """The windows of `data/burn_rates.yaml`, written for `period`."""
 
     period: PositiveDuration
@@ -131,7 +77,7 @@ def burn_policy() -> BurnPolicy:
 # ---------------------------------------------------------------------------------------- SLOs
 
 
-class SliSpec(_Strict):
+class SliSpec(StrictModel):
     """What counts as a good and a total event.
 
     Built-in kinds read the run store; `ratio` divides two counters posted as SLI samples
@@ -161,7 +107,7 @@ class SliSpec(_Strict):
         return self
 
 
-class SloSpec(_Strict):
+class SloSpec(StrictModel):
     """One SLO. `objective` is a percentage in (0, 100): write 99.9 for 99.9%.
 
     Values in (0, 1] are refused: 0.999 is nearly always a ratio written by mistake, and a
@@ -223,7 +169,7 @@ def default_slos() -> tuple[SloSpec, ...]:
 # ------------------------------------------------------------------------------ health rules
 
 
-class _Rule(_Strict):
+class _Rule(StrictModel):
     enabled: bool = True
     severity: Severity
     runbook: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
@@ -320,7 +266,7 @@ def _default_rule(name: str) -> Any:
     )
 
 
-class HealthConfig(_Strict):
+class HealthConfig(StrictModel):
     """`health:` in the config: each rule's keys override the defaults in data/health.yaml."""
 
     nonfinite: NonFiniteRule = Field(default_factory=lambda: _default_rule("nonfinite"))
@@ -355,149 +301,6 @@ class HealthConfig(_Strict):
             merged[name] = {**defaults, **given} if isinstance(given, dict) else given
         merged.update({k: v for k, v in data.items() if k not in _HEALTH_FIELDS})
         return merged
-
-
-# ------------------------------------------------------------------------------- SLO files
-
-
-class _NativeSloFile(_Strict):
-    slos: tuple[SloSpec, ...]
-
-
-# OpenSLO good/total metric names -> (SLI kind); a pair not listed is a `ratio` of samples
-_OPENSLO_PAIRS: dict[tuple[str, str], str] = {
-    ("runs_succeeded", "runs_finished"): "retrain_success",
-    ("finite_steps", "steps"): "nonfinite_free_steps",
-    ("fast_steps", "steps"): "step_latency",
-    ("checkpoint_saves_ok", "checkpoint_saves"): "checkpoint_success",
-    ("runs_improved", "runs_validated"): "validation_improvement",
-}
-
-
-class _OsloMetricSpec(_Strict):
-    counter: str
-    threshold_seconds: float | None = None
-
-
-class _OsloMetricSource(_Strict):
-    type: Literal["rmswatch"] = "rmswatch"
-    spec: _OsloMetricSpec
-
-
-class _OsloMetric(_Strict):
-    metricSource: _OsloMetricSource  # noqa: N815 - OpenSLO's spelling
-
-
-class _OsloRatio(_Strict):
-    counter: bool = True
-    good: _OsloMetric
-    total: _OsloMetric
-
-
-class _OsloIndicatorSpec(_Strict):
-    ratioMetric: _OsloRatio  # noqa: N815
-
-
-class _OsloMetadata(_Strict):
-    name: str
-    displayName: str | None = None  # noqa: N815
-    labels: dict[str, Any] | None = None
-    annotations: dict[str, str] | None = None
-
-
-class _OsloIndicator(_Strict):
-    metadata: _OsloMetadata
-    spec: _OsloIndicatorSpec
-
-
-class _OsloTimeWindow(_Strict):
-    duration: PositiveDuration
-    isRolling: bool = True  # noqa: N815
-
-
-class _OsloObjective(_Strict):
-    displayName: str | None = None  # noqa: N815
-    target: float | None = Field(default=None, gt=0, lt=1)
-    targetPercent: float | None = Field(default=None, gt=0, lt=100)  # noqa: N815
-
-
-class _OsloSpec(_Strict):
-    description: str = ""
-    service: str | None = None
-    indicator: _OsloIndicator
-    timeWindow: tuple[_OsloTimeWindow, ...] = ()  # noqa: N815
-    budgetingMethod: Literal["Occurrences"] = "Occurrences"  # noqa: N815
-    objectives: tuple[_OsloObjective, ...] = Field(min_length=1, max_length=1)
-
-
-class _OsloSlo(_Strict):
-    apiVersion: Literal["openslo/v1"]  # noqa: N815
-    kind: Literal["SLO"]
-    metadata: _OsloMetadata
-    spec: _OsloSpec
-
-    def to_spec(self) -> SloSpec:
-        ratio = self.spec.indicator.spec.ratioMetric
-        good = ratio.good.metricSource.spec
-        total = ratio.total.metricSource.spec
-        kind = _OPENSLO_PAIRS.get((good.counter, total.counter), "ratio")
-        sli: dict[str, Any] = {"kind": kind}
-        if kind == "ratio":
-            sli.update(good=good.counter, total=total.counter)
-        if kind == "step_latency":
-            sli["threshold_seconds"] = good.threshold_seconds
-        objective = self.spec.objectives[0]
-        if (objective.target is None) == (objective.targetPercent is None):
-            raise ValueError("spec.objectives[0] needs exactly one of target or targetPercent")
-        percent = (
-            objective.targetPercent
-            if objective.targetPercent is not None
-            else 100.0 * (objective.target or 0.0)
-        )
-        spec: dict[str, Any] = {
-            "name": self.metadata.name,
-            "description": self.spec.description,
-            "sli": sli,
-            "objective": percent,
-        }
-        if self.spec.timeWindow:
-            spec["period"] = self.spec.timeWindow[0].duration
-        if self.spec.service:
-            spec["jobs"] = (self.spec.service,)
-        return SloSpec.model_validate(spec)
-
-
-def load_slo_file(path: str | Path) -> tuple[SloSpec, ...]:
-    """Read an SLO file: rmswatch's `slos:` list or OpenSLO v1 `kind: SLO` documents.
-
-    Raises ConfigError naming this file and the key.
-    """
-    from rmswatch.config import ConfigError, format_validation_error
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
-    specs: list[SloSpec] = []
-    for index, document in enumerate(documents):
-        where = f"document {index + 1}: " if len(documents) > 1 else ""
-        if not isinstance(document, dict):
-            raise ConfigError(str(path), [f"{where}top level must be a mapping"])
-        try:
-            if "apiVersion" in document:
-                specs.append(_OsloSlo.model_validate(document).to_spec())
-            else:
-                specs.extend(_NativeSloFile.model_validate(document).slos)
-        except ValidationError as exc:
-            problems = format_validation_error(exc)
-            raise ConfigError(str(path), [where + p for p in problems]) from exc
-        except ValueError as exc:
-            raise ConfigError(str(path), [f"{where}{exc}"]) from exc
-    return tuple(specs)
 
 
 def effective_slos(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rmswatch.collectors.store_writer import Quarantined, write_isolating
 from rmswatch.collectors.wire import Batch, WireError, decode_batch
-from rmswatch.config import IngestConfig
 from rmswatch.store.engine import write_transaction
 from rmswatch.store.writes import WriteCounts, close_run, upsert_run, write_sli_samples
 from rmswatch.trainer_hooks.screen import describe
@@ -174,15 +172,6 @@ def _write(engine: Engine, batch: Batch, rejected: list[dict[str, Any]]) -> Writ
         with write_transaction(engine) as conn:
             counts.sli_samples = write_sli_samples(conn, batch.sli_samples)
     return counts
-
-
-def create_blueprint_from_config(engine: Engine, config: IngestConfig) -> Blueprint:
-    """The blueprint with the token read from `$<config.token_env>`."""
-    return create_blueprint(
-        engine,
-        token=os.environ.get(config.token_env) or None,
-        max_batch_bytes=config.max_batch_bytes,
-    )
 
 
 def _unauthorized(detail: str) -> Response:

@@ -1,7 +1,8 @@
 """Engines for the run store (SQLite file or PostgreSQL) and schema upgrades through Alembic.
 
 `make_engine(url)` sets each backend up for many concurrent writers; `upgrade(engine)` brings a
-store of any earlier revision to head and is safe when several processes run it at once.
+store of any earlier revision to head and is safe when several processes run it at once;
+`open_store(url)` is both. A URL that can't be used raises `StoreError`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
+
+from rmswatch._validation import StoreError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -27,12 +30,43 @@ _PG_MIGRATION_LOCK = zlib.crc32(b"rmswatch.store.migrate")
 _WRITE_OPTION = "rmswatch_write"
 
 
+STORE_URL_HELP = "e.g. sqlite:///rmswatch.db or postgresql://user@host/dbname"
+
+
 def normalize_url(url: str | URL) -> URL:
-    """`postgresql://` and `postgres://` mean psycopg 3 (the PostgreSQL driver we ship)."""
-    parsed = make_url(url)
+    """`postgresql://` and `postgres://` mean psycopg 3 (the PostgreSQL driver we ship).
+
+    Raises StoreError for a string that is not a SQLAlchemy URL.
+    """
+    try:
+        parsed = make_url(url)
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        raise StoreError(
+            f"store URL {_shown(url)}: not a database URL (accepted: {STORE_URL_HELP})"
+        ) from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def _shown(url: str | URL) -> str:
+    """The URL as it may be printed: the password hidden (or everything after `scheme://`)."""
+    if isinstance(url, URL):
+        return repr(url.render_as_string(hide_password=True))
+    scheme, sep, rest = url.partition("://")
+    return repr(f"{scheme}://…" if sep and "@" in rest else url)
+
+
+def open_store(url: str | URL) -> Engine:
+    """An engine on a store upgraded to the newest schema; StoreError when it can't be opened."""
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    except sa_exc.OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig) if exc.orig is not None else type(exc).__name__
+        raise StoreError(f"store URL {_shown(engine.url)}: cannot open it: {reason}") from exc
+    return engine
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
@@ -46,10 +80,16 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     pool of dead connections.
     """
     parsed = normalize_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed, **kwargs)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(parsed, **kwargs)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            return _sqlite_engine(parsed, **kwargs)
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_engine(parsed, **kwargs)
+    except sa_exc.NoSuchModuleError as exc:
+        raise StoreError(
+            f"store URL {_shown(parsed)}: unknown database backend {parsed.drivername!r} "
+            f"(accepted: sqlite, postgresql; {STORE_URL_HELP})"
+        ) from exc
 
 
 def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
@@ -70,6 +110,11 @@ def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.execute("PRAGMA synchronous = NORMAL")
+            # No memory-mapped reads of the database file, whatever the build's default: a
+            # mapped page whose file goes bad (truncated, read-only mount, I/O error) kills the
+            # process with SIGBUS instead of raising, and that process may be the trainer. The
+            # WAL index (-shm) stays mapped, as WAL needs; see docs/operations.md.
+            cursor.execute("PRAGMA mmap_size = 0")
             try:
                 cursor.execute("PRAGMA journal_mode = WAL")
             except Exception:  # noqa: BLE001 - a read-only file can still be read
@@ -94,10 +139,6 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def _alembic_config(connection: Connection | None = None) -> Any:
     from alembic.config import Config
 
@@ -115,7 +156,7 @@ def head_revision() -> str:
 
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     if head is None:  # pragma: no cover - the package always ships revisions
-        raise RuntimeError(f"no Alembic revisions under {MIGRATIONS_DIR}")
+        raise StoreError(f"no Alembic revisions under {MIGRATIONS_DIR}")
     return head
 
 
@@ -171,7 +212,7 @@ def _upgrade_sqlite(engine: Engine, revision: str, attempts: int = 5) -> None:
                     _run_alembic_upgrade(conn, revision)
                     conn.commit()
                 return
-            except OperationalError as exc:  # noqa: PERF203 - a retry loop, not a hot path
+            except sa_exc.OperationalError as exc:  # noqa: PERF203 - a retry loop, not a hot path
                 if "locked" not in str(exc) or attempt == attempts - 1:
                     raise
                 time.sleep(0.2 * (attempt + 1))
@@ -198,19 +239,3 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
-
-
-def migrate_command(db_url: str) -> int:
-    """`rmswatch migrate --db URL`: create or upgrade the store schema, print the revision."""
-    engine = make_engine(db_url)
-    try:
-        before = current_revision(engine)
-        after = upgrade(engine)
-    finally:
-        engine.dispose()
-    shown = normalize_url(db_url).render_as_string(hide_password=True)
-    if before == after:
-        print(f"{shown}: already at revision {after}")
-    else:
-        print(f"{shown}: upgraded {before or '(empty)'} -> {after}")
-    return 0

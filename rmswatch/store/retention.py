@@ -13,7 +13,6 @@ from typing import cast
 
 from sqlalchemy import Engine, Table, delete, select
 
-from rmswatch.config import RetentionConfig
 from rmswatch.store.engine import write_transaction
 from rmswatch.store.models import (
     Base,
@@ -26,6 +25,7 @@ from rmswatch.store.models import (
     SystemSampleRow,
     Validation,
 )
+from rmswatch.store.retention_config import RetentionConfig
 
 _AGED_TABLES: tuple[type[Base], ...] = (
     HistogramRow,

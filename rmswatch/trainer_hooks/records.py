@@ -10,24 +10,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# the RMS histogram edges are the exporter's buckets too: one definition, in the catalogue
+from rmswatch.catalogue import RMS_EDGES as RMS_EDGES
+from rmswatch.catalogue import rms_histogram_edges as rms_histogram_edges
+
 NONFINITE_KEYS: tuple[str, ...] = ("grad", "param", "state", "loss")
-
-
-def rms_histogram_edges(
-    low_exp: int = -10, high_exp: int = 2, per_decade: int = 4
-) -> tuple[float, ...]:
-    """The fixed, log-spaced edges of every RMS histogram (the same every step and run).
-
-    `per_decade` buckets per power of ten from 10**low_exp to 10**high_exp. Positive values below
-    the first edge count in the first bucket, values at or above the last edge in the last one,
-    so nothing finite and positive is lost; exact zeros and non-finite values have buckets of
-    their own on `Histogram`.
-    """
-    n = (high_exp - low_exp) * per_decade
-    return tuple(10.0 ** (low_exp + i / per_decade) for i in range(n + 1))
-
-
-RMS_EDGES: tuple[float, ...] = rms_histogram_edges()
 
 
 def update_ratio(update_norm: float, param_norm: float) -> float:

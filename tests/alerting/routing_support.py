@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from rmswatch.alerting.scheduler import open_store
 from rmswatch.alerting.signals import Severity, Signal
 from rmswatch.config import Config
+from rmswatch.store.engine import open_store
 from rmswatch.store.models_alerting import AlertEventRow, AlertRow, NotificationRow
 from tests.helpers import free_port
 

@@ -145,6 +145,7 @@ def test_step_windows_judge_a_slow_run_by_its_own_steps(sqlite_url: str) -> None
     assert found and found[0].labels["run_id"] == "slow"
 
 
+@pytest.mark.slow
 def test_incremental_ticks_match_a_cold_evaluation(sqlite_url: str) -> None:
     engine = new_store(sqlite_url)
     pk = add_run(engine, "r1")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rmswatch.alerting.routing_config import Matcher, parse_duration
+from rmswatch._validation import parse_duration
+from rmswatch.alerting.routing_config import Matcher
 from rmswatch.config import ConfigError, load_config
 
 

@@ -95,8 +95,9 @@ def test_evaluate_command_runs_one_tick_with_the_real_evaluator(
 
 def test_the_scheduler_keeps_one_incremental_evaluator_across_ticks(sqlite_url: str) -> None:
     from rmswatch.alerting.evaluate import Evaluator
-    from rmswatch.alerting.scheduler import IncrementalEvaluate, open_store, start_scheduler
+    from rmswatch.alerting.scheduler import IncrementalEvaluate, start_scheduler
     from rmswatch.config import Config
+    from rmswatch.store.engine import open_store
 
     engine = open_store(sqlite_url)
     handle = start_scheduler(engine, Config(), start=False)

@@ -6,9 +6,10 @@ from datetime import datetime
 
 import pytest
 
-from rmswatch.alerting.scheduler import open_store, start_scheduler
+from rmswatch.alerting.scheduler import start_scheduler
 from rmswatch.alerting.signals import Signal
 from rmswatch.config import Config
+from rmswatch.store.engine import open_store
 from tests.alerting.routing_support import ReceiverServer, config, signal
 from tests.helpers import wait_until
 

@@ -61,6 +61,7 @@ def rmswatch(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, env=subprocess_env(), timeout=120)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_silence_cli_adds_lists_and_expires(
     sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rmswatch.alerting.spec import burn_policy, default_slos, effective_slos, load_slo_file
+from rmswatch.alerting.slo_files import load_slo_file
+from rmswatch.alerting.spec import burn_policy, default_slos, effective_slos
 from rmswatch.config import ConfigError, load_config
 
 

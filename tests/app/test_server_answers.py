@@ -17,8 +17,8 @@ from rmswatch.collectors.wire import encode_batch
 from rmswatch.config import Config
 from rmswatch.server import build_server
 from rmswatch.store.engine import make_engine, upgrade
+from tests.factories import run_info, step_record
 from tests.helpers import free_port, subprocess_env
-from tests.store.records_factory import run_info, step_record
 
 
 @pytest.fixture

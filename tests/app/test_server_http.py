@@ -129,6 +129,7 @@ def test_healthz_answers_503_when_the_store_is_unreachable() -> None:
     assert response.status_code == 503 and "store unreachable" in response.text
 
 
+@pytest.mark.slow
 def test_serve_stops_cleanly_on_sigterm(sqlite_url: str) -> None:
     import signal
     import subprocess

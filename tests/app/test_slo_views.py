@@ -121,6 +121,6 @@ def test_compliance_marks_a_job_with_a_spent_budget_and_ignores_series_without_e
     table = _table(_row(RETRAIN, "a", 10, 0), _row(STEPS, "a", 0, 0), _row(RETRAIN, "b", 10, 5))
     compliance = executive.compliance_table(table)
     assert compliance["job"].tolist() == ["b", "a"]
-    assert compliance["within budget"].tolist() == ["NO", "yes"]
+    assert compliance["within budget"].tolist() == ["NO — retrain-success spent", "yes"]
     assert compliance.set_index("job").loc["a", "nonfinite-free-steps"] == "no events"
     assert compliance.set_index("job").loc["b", "retrain-success"] == "SPENT"

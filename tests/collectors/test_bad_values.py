@@ -26,7 +26,7 @@ from rmswatch.trainer_hooks.records import (
     ValidationRecord,
 )
 from tests.collectors.ingest_server import TOKEN, serve_ingest
-from tests.store.records_factory import T0, layer_stats, run_info, step_record
+from tests.factories import T0, layer_stats, run_info, step_record
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from rmswatch.collectors.prometheus import RunCollector, sanitize_label_name
 from rmswatch.trainer_hooks.records import (
     RMS_EDGES,

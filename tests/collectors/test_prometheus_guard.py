@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from rmswatch.collectors.prometheus import RunCollector, exported_series, quantile_from_buckets
 from tests.collectors.exposition import label_values, scrape, value, values
 from tests.factories import histogram, layer, record, run_info

@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from rmswatch.collectors.prometheus import PrometheusSink
 from rmswatch.trainer_hooks.records import RunStatus
 from rmswatch.trainer_hooks.sinks import Sink

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from rmswatch.collectors.prometheus import PrometheusSink
 from rmswatch.trainer_hooks.records import CheckpointRecord, SystemSample, ValidationRecord
 from tests.factories import layer, record, run_info
@@ -147,7 +147,7 @@ def test_prometheus_scrapes_the_recorded_values_and_takes_quantiles(
 
     # Every Grafana panel query is valid PromQL for this Prometheus, and the heatmap's buckets
     # come back with data (variables set as Grafana's "All" would).
-    from rmswatch.collectors import grafana
+    from rmswatch.generators import grafana
 
     variables = {"$job": ".*", "$run_id": ".*", "$layer": ".*", "$gpu_hour_usd": "2.5"}
     for name in grafana.DASHBOARDS:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import rmswatch
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from tests.helpers import free_port, wait_until
 from tests.integration.test_prometheus_exporter import Prometheus, promtool_check, scrape_text
 

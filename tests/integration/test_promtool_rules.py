@@ -12,8 +12,8 @@ import yaml
 
 from rmswatch.alerting import prom_names as m
 from rmswatch.alerting.evaluate import evaluate
-from rmswatch.alerting.rulegen import dump, promtool_tests_document, rules_document
 from rmswatch.config import Config
+from rmswatch.generators.rules import dump, promtool_tests_document, rules_document
 from tests.alerting.slo_store import add_run, add_steps, new_store
 from tests.helpers import REPO_ROOT, require_program, subprocess_env
 

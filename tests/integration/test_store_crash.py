@@ -16,6 +16,9 @@ FLUSH_INTERVAL = 0.25
 # scheduling slack on a loaded 2-core machine on top of the promised interval
 SLACK = 1.0
 
+# a real training in a subprocess, killed and re-read: tens of seconds
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]

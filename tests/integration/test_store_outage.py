@@ -118,7 +118,7 @@ def test_writer_buffers_while_postgresql_is_down_and_reconnects_when_it_returns(
     assert writer.stats().dropped == 0 and writer.stats().buffered == 0
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_trainer_buffers_while_the_sqlite_file_is_read_only_then_writes_it_all() -> None:
     if os.geteuid() != 0:
         unavailable("needs root to run the trainer as `nobody` (root ignores file permissions)")

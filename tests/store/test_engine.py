@@ -9,11 +9,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
 
+from rmswatch.commands.migrate import migrate_command
 from rmswatch.store.engine import (
     current_revision,
     head_revision,
     make_engine,
-    migrate_command,
     upgrade,
     write_transaction,
 )
@@ -31,6 +31,8 @@ def test_sqlite_store_uses_wal_busy_timeout_and_foreign_keys(sqlite_url: str) ->
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        # no memory-mapped database reads: a bad file must raise, not SIGBUS the trainer
+        assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == 0
     engine.dispose()
 
 
@@ -67,6 +69,7 @@ def test_store_created_at_revision_0001_upgrades_in_place_keeping_its_data(
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_processes_creating_the_schema_at_the_same_moment_all_succeed(store_url: str) -> None:
     start_at = time.time() + 3.0  # every child is imported and waiting by then
     child = (

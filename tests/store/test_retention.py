@@ -4,10 +4,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
 
-from rmswatch.config import RetentionConfig
 from rmswatch.store.engine import write_transaction
 from rmswatch.store.models import HistogramRow, Run, Step
 from rmswatch.store.retention import apply_retention
+from rmswatch.store.retention_config import RetentionConfig
 from rmswatch.store.writes import SliSampleRecord, upsert_run, write_sli_samples, write_telemetry
 from tests.factories import T0, run_info, step_record
 

@@ -13,6 +13,7 @@ from tests.helpers import REPO_ROOT, subprocess_env
 from tests.trainer_hooks.support import tiny_model
 
 
+@pytest.mark.slow
 def test_benchmark_quick_mode_runs_the_rmswatch_variants_end_to_end() -> None:
     result = subprocess.run(
         [

@@ -119,14 +119,15 @@ def label(text: Any) -> str:
 LOG_TICKS = 7
 
 
-def log_axis(values: Any, **extra: Any) -> dict[str, Any]:
-    """Layout of a log axis over `values` whose tick labels stay readable at any span."""
+def log_axis(values: Any, ticks: int = LOG_TICKS, **extra: Any) -> dict[str, Any]:
+    """Layout of a log axis over `values` whose tick labels stay readable at any span (at most
+    about `ticks` labelled decades)."""
     numeric = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
     positive = numeric[np.isfinite(numeric) & (numeric > 0)]
     decades = float(np.log10(positive.max() / positive.min())) if positive.size else 0.0
     return {
         "type": "log",
-        "dtick": max(1, math.ceil(decades / LOG_TICKS)),
+        "dtick": max(1, math.ceil(decades / ticks)),
         "exponentformat": "power",
         "showexponent": "all",
         **extra,
@@ -189,9 +190,13 @@ def add_special_markers(
 
 
 def symlog(values: Any, linthresh: float) -> np.ndarray:
-    """sign(v) · log10(1 + |v| / linthresh): a log scale either side of zero, linear near it."""
+    """A symmetric log scale: linear within ±`linthresh` (mapped to ±1), one unit per decade
+    beyond it, so 0.5 and -3e29 share an axis and keep their sign and order."""
     numeric = np.asarray(values, dtype=float)
-    scaled: np.ndarray = np.sign(numeric) * np.log10(1.0 + np.abs(numeric) / linthresh)
+    magnitude = np.abs(numeric) / linthresh
+    with np.errstate(divide="ignore", invalid="ignore"):
+        outside = 1.0 + np.log10(np.where(magnitude > 1, magnitude, 1.0))
+    scaled: np.ndarray = np.sign(numeric) * np.where(magnitude > 1, outside, magnitude)
     return scaled
 
 
@@ -201,7 +206,7 @@ def symlog_ticks(values: Any, linthresh: float) -> tuple[list[float], list[str]]
     numeric = numeric[np.isfinite(numeric)]
     largest = float(np.abs(numeric).max()) if numeric.size else linthresh
     top = max(0, math.ceil(math.log10(max(largest, linthresh) / linthresh)))
-    step = max(1, math.ceil(top / 4))
+    step = max(1, math.ceil(top / 3))
     magnitudes = [linthresh * 10**k for k in range(0, top + 1, step)]
     ticks: list[float] = [0.0]
     texts: list[str] = ["0"]

@@ -155,7 +155,7 @@ def _layout(base: go.Figure) -> dict[str, object]:
 def _y_axis(fig: go.Figure, values: pd.Series, row: int, title: str) -> bool:
     """Log when the values span decades (readable ticks); returns whether it is log."""
     log = _spans_decades(values)
-    extra: dict[str, object] = log_axis(values) if log else {}
+    extra: dict[str, object] = log_axis(values, ticks=5 if row == 1 else 3) if log else {}
     fig.update_yaxes(title_text=title, gridcolor=GRID, zerolinecolor=GRID, row=row, col=1, **extra)
     fig.update_xaxes(gridcolor=GRID, zerolinecolor=GRID, row=row, col=1)
     return log
@@ -234,7 +234,8 @@ def _lr_row(fig: go.Figure, steps: pd.DataFrame) -> None:
     for index, column in enumerate(groups):
         fig.add_scattergl(
             x=lrs["step"], y=lrs[column], name=column, mode="lines",
-            line={"color": SERIES[index % len(SERIES)], "width": 2, "shape": "hv"}, row=3, col=1,
+            line={"color": SERIES[(index + 4) % len(SERIES)], "width": 2, "shape": "hv"},
+            row=3, col=1,
         )  # fmt: skip
     changes = lr_changes(lrs)
     if not changes.empty:

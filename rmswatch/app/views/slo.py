@@ -16,7 +16,6 @@ from rmswatch.alerting.spec import SloSpec, format_duration
 from rmswatch.app.views.common import (
     AMBER,
     BLUE,
-    GREEN,
     MUTED,
     RED,
     SERIES,
@@ -24,6 +23,8 @@ from rmswatch.app.views.common import (
     figure,
     format_age,
     format_percent,
+    label,
+    symlog,
 )
 
 SUMMARY_COLUMNS = [
@@ -193,23 +194,45 @@ def budget_burn_figure(burn: pd.DataFrame, spec: SloSpec) -> go.Figure:
     if burn.empty:
         return empty_figure(title, "no events in this period yet — the budget starts at 100%")
     fig = figure(title, height=320)
+    # an overspent budget can be -13000%: a symmetric log axis (linear within ±100%) shows it
+    # where it is instead of clipping it at -100% while the card says -244%
     for index, (series, group) in enumerate(burn.groupby("series", sort=True)):
+        percent = group["budget_left"].to_numpy(dtype=float) * 100
         fig.add_scatter(
             x=group["time"],
-            y=group["budget_left"] * 100,
+            y=symlog(percent, BUDGET_LINEAR_PERCENT),
             mode="lines+markers",
             line={"color": SERIES[index % len(SERIES)], "width": 3, "shape": "hv"},
-            name=str(series),
-            customdata=np.stack([group["bad"], group["total"]], axis=1),
-            hovertemplate="%{y:.1f}% left<br>%{customdata[0]:.0f} bad of %{customdata[1]:.0f}"
-            "<extra>%{fullData.name}</extra>",
+            name=label(series),
+            customdata=np.stack([percent, group["bad"], group["total"]], axis=1),
+            hovertemplate="%{customdata[0]:.1f}% left<br>%{customdata[1]:.0f} bad of "
+            "%{customdata[2]:.0f}<extra>%{fullData.name}</extra>",
         )
-    # an overspent budget can be -13000%: the axis stops at -100% so 0..100 stays readable
-    bottom = max(float(burn["budget_left"].min()) * 100, -100.0) - 5
+    lowest = float(np.nanmin(burn["budget_left"].to_numpy(dtype=float))) * 100
+    ticks, texts = _budget_ticks(lowest)
+    bottom = min(float(symlog(lowest, BUDGET_LINEAR_PERCENT)), -0.1) - 0.1
     fig.add_hline(y=0, line_color=AMBER, line_dash="dash", annotation_text="budget spent")
-    fig.add_hrect(y0=min(bottom, -5), y1=0, fillcolor=RED, opacity=0.08, line_width=0)
-    fig.update_yaxes(ticksuffix="%", range=[min(bottom, -5), 105])
+    fig.add_hrect(y0=bottom, y1=0, fillcolor=RED, opacity=0.08, line_width=0)
+    fig.update_yaxes(tickvals=ticks, ticktext=texts, range=[bottom, 1.08])
     return fig
+
+
+BUDGET_LINEAR_PERCENT = 100.0
+
+
+def _budget_ticks(lowest_percent: float) -> tuple[list[float], list[str]]:
+    """100%, 50%, 0% and, below zero, -50%, -100% then one tick per decade of overspend."""
+    percents = [100.0, 50.0, 0.0]
+    if lowest_percent < 0:
+        percents += [-50.0, -100.0]
+        decade = 1000.0
+        while -decade / 10 > lowest_percent * 1.0001 and decade < 1e12:
+            percents.append(-decade)
+            decade *= 10
+    return (
+        [float(symlog(p, BUDGET_LINEAR_PERCENT)) for p in percents],
+        [f"{p:g}%" for p in percents],
+    )
 
 
 def budget_tone(left: float) -> str:
@@ -231,7 +254,3 @@ def alerts_for_slo(alerts: pd.DataFrame, slo: str) -> pd.DataFrame:
         return alerts
     named = alerts["labels"].map(lambda labels: isinstance(labels, dict) and labels.get("slo"))
     return alerts[named == slo].reset_index(drop=True)
-
-
-def state_color(state: str) -> str:
-    return RED if state == "firing" else AMBER if state == "pending" else GREEN

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from rmswatch.trainer_hooks.records import RMS_EDGES, Histogram, RunInfo, StepRecord
 
 if TYPE_CHECKING:

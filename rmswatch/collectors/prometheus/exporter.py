@@ -3,7 +3,7 @@
 `write()` (on the monitor's sink thread) only stores the newest record and adds to counters; the
 `RunCollector` renders metric families from that snapshot when Prometheus scrapes, applying the
 cardinality guard (`guard.py`). Metric names, types and help come from
-`rmswatch.collectors.catalogue`.
+`rmswatch.catalogue`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from rmswatch.collectors.prometheus.guard import DEFAULT_MAX_LAYERS, guard_layers, layer_key
 from rmswatch.collectors.prometheus.labels import run_labels
 from rmswatch.trainer_hooks.records import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from rmswatch.collectors import catalogue as cat
+from rmswatch import catalogue as cat
 from rmswatch.trainer_hooks.records import RunInfo
 
 _LABEL_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

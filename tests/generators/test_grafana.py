@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from rmswatch.collectors import catalogue as cat
-from rmswatch.collectors import grafana
+from rmswatch import catalogue as cat
+from rmswatch.generators import grafana
 from tests.helpers import REPO_ROOT
 
 FOLDER = REPO_ROOT / "dashboards" / "grafana"
@@ -25,7 +25,7 @@ def expressions(board: dict[str, Any]) -> Iterator[str]:
 def test_checked_in_dashboard_is_current(name: str) -> None:
     path = FOLDER / f"{name}.json"
     assert path.read_text(encoding="utf-8") == grafana.render(name), (
-        f"{path} is stale: run `python -m rmswatch.collectors.grafana --write dashboards/grafana`"
+        f"{path} is stale: run `python -m rmswatch.generators.grafana --write dashboards/grafana`"
     )
 
 

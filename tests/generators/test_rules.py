@@ -1,7 +1,7 @@
 """Golden tests: testdata/in-*.yaml config -> out-*.yaml rules (sloth's layout).
 
 Regenerate after an intended change:
-`RMSWATCH_REGENERATE=1 pytest tests/alerting/test_rulegen.py`.
+`RMSWATCH_REGENERATE=1 pytest tests/generators/test_rules.py`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rmswatch.alerting.rulegen import dump, rules_document
 from rmswatch.config import load_config
+from rmswatch.generators.rules import dump, rules_document
 
 TESTDATA = Path(__file__).parent / "testdata"
 CASES = sorted(TESTDATA.glob("in-*.yaml"))
