@@ -117,7 +117,7 @@ def test_ticket_rules_validation_eff_lr_grad_variance_and_checkpoints(sqlite_url
         i = int(row["step"])  # type: ignore[call-overload]
         row["lr"] = 1e-4
         row["eff_lr_mean"] = 0.001 if i < 1100 else 0.01
-        row["grad_norm"] = (1.0 + 0.05 * (i % 2)) if i < 1100 else (1.0 + 5.0 * (i % 2))
+        row["grad_norm"] = (1.0 + 0.05 * (i % 2)) if i < 1150 else (1.0 + 5.0 * (i % 2))
     add_steps(engine, pk, rows)
     # a smooth curve, then three checks well outside its noise
     curve = [1.0, 0.9, 0.85, 0.82, 0.80, 0.79, 1.2, 1.3, 1.4]
