@@ -221,7 +221,7 @@ def findings(state: SloState, table: pd.DataFrame, runs: pd.DataFrame) -> list[F
             summary = texts.SLO_SUMMARY.format(
                 slo=spec.name, objective=spec.objective, job=job, burns=burns,
                 budget=budget_words(
-                    row.budget_remaining, window_label(spec.period), float(row.events_period),
+                    row.budget_remaining, window_label(spec.period), row.events_period,
                     spec.effective_min_events,
                 ),
             )  # fmt: skip
@@ -248,7 +248,7 @@ def findings(state: SloState, table: pd.DataFrame, runs: pd.DataFrame) -> list[F
     return out
 
 
-def budget_words(remaining: Any, period: str, events: float = math.inf, needed: int = 1) -> str:
+def budget_words(remaining: Any, period: str, events: Any = math.inf, needed: int = 1) -> str:
     if events < needed or math.isnan(remaining):
         return texts.BUDGET_TOO_FEW.format(events=events, needed=needed, period=period)
     # "-13233% left" reads as a bug at 3 a.m.; an overspent budget says how many budgets went
