@@ -127,6 +127,11 @@ class HealthState:
                 job=run["job"], run_id=run["run_id"], summary=verdict.summary
             )
             out.append(_finding(verdict.rule, rule, run, verdict.active, verdict.value, summary))
+        # forget what no longer matters: runs out of the evaluated range, unused history
+        self._judged_ended &= {int(pk) for pk in runs["run_pk"]}
+        used = {int(pk) for h in self.history.values() if h is not None
+                for pk in h.losses["run_pk"].unique()}  # fmt: skip
+        self._losses = {pk: v for pk, v in self._losses.items() if pk in used}
         for run in ended.to_dict("records"):
             self._judged_ended.add(int(run["run_pk"]))
             self._resolve_next.append(run)
