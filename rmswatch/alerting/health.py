@@ -411,7 +411,8 @@ def amp_skips(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int]) -> 
 def slow_convergence(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int],
                      history: Mapping[int, JobHistory]) -> list[Verdict]:  # fmt: skip
     """The run's smoothed loss is more than `factor` x what the job's previous succeeded
-    retrains had at the same step (their median), from `min_steps` on: a flat loss curve."""
+    retrains had at the same step (their median; at their end, for one that ended before this
+    step), from `min_steps` on: a flat loss curve."""
     rule = config.slow_convergence
     out = []
     newest = tails.groupby("run_pk").tail(rule.smooth_steps)
@@ -424,6 +425,10 @@ def slow_convergence(config: HealthConfig, tails: pd.DataFrame, run_pks: list[in
             step = float(rows["step"].max())
             lo = step - rule.smooth_steps * max(1.0, _stride(rows))
             near = past.losses[(past.losses["step"] > lo) & (past.losses["step"] <= step)]
+            # a previous retrain that ended before this step is compared at its end
+            ended = past.losses.groupby("run_pk")["step"].transform("max") <= lo
+            final = past.losses[ended].groupby("run_pk").tail(rule.smooth_steps)
+            near = pd.concat([near, final])
             per_run = near.groupby("run_pk")["loss"].median()
             if step >= rule.min_steps and len(per_run):
                 then = float(per_run.median())

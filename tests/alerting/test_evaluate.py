@@ -324,3 +324,33 @@ def test_an_slo_with_two_events_does_not_call_its_budget_spent(sqlite_url: str) 
     summary = next(s for s in signals if s.labels.get("slo") == "validation-improvement")
     assert "spent" not in summary.annotations["summary"]
     assert "too few events (2 of 5) to judge the budget" in summary.annotations["summary"]
+
+
+def test_slow_convergence_and_overspend_are_judged_against_the_jobs_previous_retrains(
+    sqlite_url: str,
+) -> None:
+    engine = new_store(sqlite_url)
+    for k in range(2):  # two earlier retrains: loss 2 -> 0.5 over 400 steps, val 0.6 at the end
+        pk = add_run(engine, f"old-{k}", status="succeeded", started=T0 + k * 1000,
+                     ended=T0 + k * 1000 + 400)  # fmt: skip
+        add_steps(engine, pk, [{"step": i, "time": T0 + k * 1000 + i,
+                                "loss": 2.0 - 1.5 * i / 400} for i in range(1, 401)])  # fmt: skip
+        add_validations(engine, pk, [(400, T0 + k * 1000 + 400, 0.6)])
+    start = T0 + 5000
+    slow = add_run(engine, "slow", started=start)
+    # a flat loss (lr far too low) for 900 steps: 1.9 where the history was at 0.5 by step 400
+    add_steps(engine, slow, [{"step": i, "time": start + i, "loss": 1.9}
+                             for i in range(1, 901)])  # fmt: skip
+    add_validations(engine, slow, [(800, start + 800, 1.8)])
+    signals = evaluate(engine, Config(), start + 901)
+    [lagging] = active(signals, "TrainingSlowConvergence", run_id="slow")
+    assert lagging.severity == "ticket" and lagging.value > 1.5
+    [spent] = active(signals, "TrainingOverspend", run_id="slow")
+    assert "900 steps" in spent.annotations["summary"] and spent.value == pytest.approx(2.25)
+    # a retrain keeping pace with its history raises neither
+    good = add_run(engine, "good", started=start)
+    add_steps(engine, good, [{"step": i, "time": start + i, "loss": 2.0 - 1.5 * i / 400}
+                             for i in range(1, 301)])  # fmt: skip
+    signals = evaluate(engine, Config(), start + 901)
+    assert not active(signals, "TrainingSlowConvergence", run_id="good")
+    assert not active(signals, "TrainingOverspend", run_id="good")
