@@ -105,11 +105,15 @@ def step_bounds(engine: Engine, run_pk: int) -> tuple[int, int, int]:
 
 
 def steps_at(engine: Engine, run_pk: int, moments: Sequence[TimeLike]) -> list[int | None]:
-    """For each moment, the last telemetry step recorded at or before it (None before the first)."""
+    """For each moment, the last telemetry step recorded at or before it (None before the first,
+    and for a missing moment: an alert that went pending and never fired has no start)."""
     run_pk = _pk(run_pk)
     found: list[int | None] = []
     with engine.connect() as conn:
         for moment in moments:
+            if moment is None or bool(pd.isna(moment)):
+                found.append(None)
+                continue
             value = conn.execute(
                 select(func.max(Step.step)).where(
                     Step.run_pk == run_pk, Step.time <= as_datetime(moment)
