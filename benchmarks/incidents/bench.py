@@ -222,6 +222,11 @@ def score(recorded: list[Recording], result: Replay) -> dict[str, Any]:
         onset = _onset_time(r)
         hits = [f for f in firings if f.alertname in r.case.detected_by and f.time >= onset]
         first = min(hits, key=lambda f: f.time, default=None)
+        if first is not None:
+            # the on-call heard of it with the first notification about the run since onset
+            # (an inhibited ticket is told through the page that inhibits it)
+            told = [f.notified for f in firings if f.notified is not None and f.time >= onset]
+            first = dataclasses.replace(first, notified=min(told, default=None))
         incidents.append({
             "recording": r, "onset": onset, "first": first, "firings": firings,
             "steps": _steps_between(r, onset, first.time) if first else None,
@@ -246,9 +251,10 @@ def render(recorded: list[Recording], result: Replay, scored: dict[str, Any], co
         f"and evaluated by the real scheduler tick every {INTERVAL:g} s with the default health "
         f"rules and SLOs; route `group_wait` {GROUP_WAIT:g} s. Time to detect is from the onset "
         "(the first step of the cause) to the tick at which the alert fired; *notified* is "
-        "from firing to the outbox row. Targets: recall 100%; 0 false pages and 0 false tickets "
-        f"on healthy runs; a divergence page within {DIVERGENCE_PAGE_STEPS} telemetry steps; "
-        f"a notification within one tick + group_wait ({notify_target:g} s).",
+        "from that firing to the first outbox row about the run since onset (an inhibited ticket "
+        "is told through the page that inhibits it). Targets: recall 100%; 0 false pages and "
+        f"0 false tickets on healthy runs; a divergence page within {DIVERGENCE_PAGE_STEPS} "
+        f"telemetry steps; a notification within one tick + group_wait ({notify_target:g} s).",
         "",
         "| failure mode | run | onset step | detected | alert | severity | steps to detect "
         "| seconds to detect | notified after (s) | other alerts on the run | target |",
