@@ -33,10 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rmswatch.trainer_hooks import Monitor  # noqa: E402
 from rmswatch.trainer_hooks.records import RunInfo, RunStatus, Telemetry  # noqa: E402
 
-ALL_VARIANTS = ("bare", "rmswatch-1", "rmswatch-10", "tensorboard", "wandb")
-# Also accepted: rmswatch-<every>c (kernel="compiled"; compiled during warm-up), and an "s"
-# suffix for stats_threads=1 (statistics on one thread, the choice for oversubscribed machines).
+ALL_VARIANTS = ("bare", "rmswatch", "rmswatch-1", "rmswatch-10", "tensorboard", "wandb")
+# "rmswatch" is the default watch(): budget mode (every=None, overhead=0.03); "rmswatch-b<pct>"
+# sets another budget (rmswatch-b1: 1%). Also accepted: rmswatch-<every>c (kernel="compiled";
+# compiled during warm-up), and an "s" suffix for stats_threads=1 (statistics on one thread).
 Step = Callable[[], None]
+# Budget-mode variants report what cadence they reached: full steps, steps, interval.
+CADENCE: dict[str, dict[str, int]] = {}
 
 
 class NullSink:
@@ -84,16 +87,22 @@ def variant_loop(name: str, width: int, depth: int, batch: int) -> Iterator[Step
                 core()
 
             yield step
-        elif name.startswith("rmswatch-"):
+        elif name == "rmswatch" or name.startswith("rmswatch-"):
             # rmswatch-<every>[c][s]: c = kernel="compiled", s = stats_threads=1 (single thread)
-            spec = name.split("-", 1)[1]
+            spec = name.split("-", 1)[1] if "-" in name else "b3"
             kernel = "compiled" if "c" in spec else "eager"
             threads: int | None = 1 if "s" in spec else None
-            every = int(spec.rstrip("cs"))
+            every: int | None = None
+            overhead = 0.03
+            if spec.startswith("b"):
+                overhead = float(spec[1:].rstrip("cs")) / 100
+            else:
+                every = int(spec.rstrip("cs"))
             mon = Monitor(
                 opt,
                 model=model,
                 every=every,
+                overhead=overhead,
                 sinks=[NullSink()],
                 kernel=kernel,
                 stats_threads=threads,
@@ -105,6 +114,11 @@ def variant_loop(name: str, width: int, depth: int, batch: int) -> Iterator[Step
             try:
                 yield step
             finally:
+                CADENCE[name] = {
+                    "steps": mon.step,
+                    "full_steps": mon.full_steps,
+                    "interval": mon.full_interval,
+                }
                 mon.close()
         elif name == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
@@ -176,11 +190,12 @@ def time_blocks(variants: Sequence[str], args: argparse.Namespace) -> dict[str, 
             order = list(variants[block % len(variants) :]) + list(
                 variants[: block % len(variants)]
             )
+            clock = time.process_time if args.cpu_time else time.perf_counter
             for v in order:
-                start = time.perf_counter()
+                start = clock()
                 for _ in range(args.steps):
                     steps[v]()
-                runs[v].append((time.perf_counter() - start) * 1000 / args.steps)
+                runs[v].append((clock() - start) * 1000 / args.steps)
             print(
                 f"  block {block + 1}/{args.blocks} "
                 + " ".join(f"{v}={runs[v][-1]:.1f}" for v in variants),
@@ -263,6 +278,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="interleave all variants in this many blocks of --steps steps (noisy machines)",
     )
     parser.add_argument("--memory", action="store_true", help="also peak RSS per variant")
+    parser.add_argument("--no-stats", action="store_true", help="skip the statistics-alone run")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="with --blocks: time blocks in process CPU time, not wall time (a loaded machine "
+        "inflates wall time by waiting for a core; CPU time counts only work done)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--_rss-child", dest="rss_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -303,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.threads} threads, RMSprop(foreach=True); {args.steps} timed steps/run, "
         + (
             f"median of {args.blocks} interleaved blocks (all variants live at once)"
+            + ("; process CPU time, not wall time" if args.cpu_time else "")
             if args.blocks
             else f"median of {args.repeats} interleaved runs"
         )
@@ -321,7 +344,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         pair = f"{paired[v]:8.3f}" if v in paired else "       -"
         per_run = " ".join(f"{t:.1f}" for t in runs[v])
         print(f"{v:14s} {medians[v]:9.1f} {ratio} {pair}   {per_run}")
-    if any(v.startswith("rmswatch") for v in variants):
+    for v, seen in CADENCE.items():
+        print(
+            f"cadence {v}: {seen['full_steps']} full of {seen['steps']} steps "
+            f"(1 in {seen['steps'] / max(seen['full_steps'], 1):.1f}); "
+            f"scheduled interval at the end: {seen['interval']} steps"
+        )
+    results["cadence"] = CADENCE
+    if any(v.startswith("rmswatch") for v in variants) and not args.no_stats:
         cost = exact_step_cost(args)
         results["stats_ms"] = cost
         print(

@@ -1,88 +1,82 @@
-"""A Lightning-style callback: attach rmswatch to the trainer's RMSProp optimizer.
+"""Lightning 2.x with rmswatch: the real callback on a real `Trainer.fit` (`rmswatch[lightning]`).
 
-Lightning calls these hook names on any object passed in `Trainer(callbacks=[...])`; the class
-does not import Lightning, so it also serves hand-written loops that call the same hooks
-(the demo at the bottom does exactly that).
+    python examples/lightning_callback.py [--db sqlite:///rmswatch.db] [--precision bf16-mixed]
 
-    trainer = lightning.Trainer(callbacks=[RmswatchCallback(job="resnet-retrain",
-                                                            store="sqlite:///rmswatch.db")])
+`RmswatchCallback` attaches at `on_fit_start` to the trainer's RMSprop and records, per
+optimizer step, the loss (mean over the accumulated micro-batches), the pre-clip gradient norm
+Lightning computes for `gradient_clip_val`, the validation loss, and closes the run with the
+fit's outcome. See `rmswatch/integrations/lightning.py`.
 """
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from torch import nn
 
-import rmswatch
+from rmswatch.integrations.lightning import RmswatchCallback
 
 
-class RmswatchCallback:
-    def __init__(self, job: str, store: str | None = None, **watch_options: Any) -> None:
-        self.job = job
-        self.store = store
-        self.watch_options = watch_options
-        self.monitor: rmswatch.Monitor | None = None
+class Regressor(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1))
 
-    def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        (optimizer,) = trainer.optimizers
-        self.monitor = rmswatch.watch(
-            optimizer, model=pl_module, job=self.job, store=self.store, **self.watch_options
-        )
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self.net(x).float(), y)
 
-    def on_train_batch_end(
-        self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self.monitor is not None and outputs is not None:
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            self.monitor.record_loss(loss.detach())
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self.net(x).float(), y))
 
-    def on_validation_end(self, trainer: Any, pl_module: nn.Module) -> None:
-        val = getattr(trainer, "callback_metrics", {}).get("val_loss")
-        if self.monitor is not None and val is not None:
-            self.monitor.record_validation(float(val))
-
-    def on_exception(self, trainer: Any, pl_module: nn.Module, exception: BaseException) -> None:
-        if self.monitor is not None:
-            self.monitor.close(status="failed", detail=f"{type(exception).__name__}: {exception}")
-            self.monitor = None
-
-    def on_train_end(self, trainer: Any, pl_module: nn.Module) -> None:
-        if self.monitor is not None:
-            self.monitor.close(status="succeeded")
-            self.monitor = None
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.RMSprop(self.parameters(), lr=1e-3, momentum=0.9)
 
 
-class _MiniTrainer:
-    """Just enough of a trainer to drive the callback without Lightning installed."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
-        self.optimizers = [optimizer]
-        self.callback_metrics: dict[str, float] = {}
+def loader(n: int, seed: int) -> torch.utils.data.DataLoader[Any]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=gen)
+    y = x.sum(dim=1, keepdim=True) + 0.1 * torch.randn(n, 1, generator=gen)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default=None, help="SQLAlchemy URL of the run store")
+    parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed")
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args()
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1))
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, momentum=0.9)
-    trainer = _MiniTrainer(optimizer)
-    callback = RmswatchCallback(job="lightning-style", store=None)
-    callback.on_train_start(trainer, model)
-    x, y = torch.randn(512, 8), torch.randn(512, 1)
-    for batch_idx in range(100):
-        optimizer.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        optimizer.step()
-        callback.on_train_batch_end(trainer, model, {"loss": loss}, None, batch_idx)
-    assert callback.monitor is not None
-    callback.monitor.flush()
-    print(
-        f"{len(callback.monitor.records)} records; last grad norm "
-        f"{callback.monitor.records[-1].grad_norm:.4f}"
+    callback = RmswatchCallback(job="lightning-example", store=args.db)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=args.steps,
+        precision=args.precision,
+        gradient_clip_val=1.0,
+        accumulate_grad_batches=2,
+        val_check_interval=50,
+        limit_val_batches=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
     )
-    callback.on_train_end(trainer, model)
+    trainer.fit(Regressor(), loader(3200, 0), loader(64, 1))
+    monitor = callback.monitor
+    assert monitor is not None
+    records = monitor.records
+    clipped = sum(r.clipped for r in records)
+    print(
+        f"{len(records)} records; last grad norm {records[-1].grad_norm:.4f} "
+        f"(before clipping {records[-1].grad_norm_before_clip:.4f}); "
+        f"{clipped} clipped steps; last loss {records[-1].loss:.4f}"
+    )
 
 
 if __name__ == "__main__":

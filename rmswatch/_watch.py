@@ -34,8 +34,9 @@ def watch(
     labels: Mapping[str, str] | None = None,
     store: str | None = None,
     prometheus_port: int | None = None,
-    every: int = 1,
+    every: int | None = None,
     *,
+    overhead: float = 0.03,
     prometheus_host: str = "127.0.0.1",
     prometheus_options: Mapping[str, Any] | None = None,
     registry: CollectorRegistry | None = None,
@@ -52,8 +53,16 @@ def watch(
     `prometheus_port` starts the in-process `/metrics` exporter on `prometheus_host`;
     `prometheus_options` go to `PrometheusSink` (cardinality guard: `layer_depth`, `max_layers`,
     `layer_distributions`; see docs/metrics.md).
-    Remaining keyword arguments go to `Monitor` (see its docstring).
+    `every=None` (the default) is budget mode: a sentinel record every step (loss, global
+    gradient norm, finiteness), full telemetry spaced so that it costs at most `overhead` of
+    the bare step time, and a full record at any step the sentinel finds anomalous.
+    `every=N` is a fixed cadence (steps 1, 1+N, ...; `every=1`: full telemetry every step).
+    Remaining keyword arguments go to `Monitor` (see its docstring; docs/hooks.md, "Modes").
+    After `rmswatch.load_checkpoint(path, model, optimizer)`, `start_step` defaults to the
+    loaded checkpoint's step, so the resumed run continues its step axis.
     """
+    from rmswatch.checkpoint import pending_resume_step, register_monitor
+
     # Refuse an optimizer we can't read, or names no store accepts, before anything binds a
     # port or opens a store.
     adapter_for(optimizer)
@@ -80,13 +89,16 @@ def watch(
             from rmswatch.collectors.system import SystemSampler
 
             samplers = (SystemSampler().sample,)
-        return Monitor(
+        if monitor_options.get("start_step") is None:
+            monitor_options["start_step"] = pending_resume_step(optimizer)
+        monitor = Monitor(
             optimizer,
             model=model,
             job=job,
             run_id=run_id,
             labels=labels,
             every=every,
+            overhead=overhead,
             sinks=all_sinks,
             samplers=samplers,
             **monitor_options,
@@ -94,6 +106,9 @@ def watch(
     except BaseException:
         _discard(built)  # a bad argument must not leave an exporter listening
         raise
+    # checkpoints of this optimizer (also one loaded before watch()) are recorded here
+    register_monitor(optimizer, monitor)
+    return monitor
 
 
 def _discard(sinks: Iterable[Sink]) -> None:

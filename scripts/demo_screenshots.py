@@ -48,6 +48,27 @@ def browser(workdir: Path) -> Any:
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
+DRAWN_JS = """
+var graphs = Array.from(document.querySelectorAll('.js-plotly-plot'));
+return graphs.length > 0 && graphs.every(function (el) {
+  return (el.data || []).length > 0 || ((el.layout || {}).annotations || []).length > 0;
+}) && document.querySelectorAll('[data-dash-is-loading="true"]').length === 0;
+"""
+
+
+def full_page(driver: Any, path: Path, settle: float = 3.0) -> None:
+    """A screenshot of the whole page (up to 2600 px tall), once every graph has drawn."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not driver.execute_script(DRAWN_JS):
+        time.sleep(0.5)
+    time.sleep(settle)
+    height = int(driver.execute_script("return document.body.scrollHeight"))
+    driver.set_window_size(1400, min(max(900, height + 40), 2600))
+    time.sleep(2)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1400, 900)
+
+
 def wait_for(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -87,12 +108,9 @@ def main() -> int:
         wait_for(lambda: divergence_firing(workdir / "notifications.jsonl"), 400,
                  "the divergence page")  # fmt: skip
         time.sleep(3)  # one more evaluation tick, so every alert of the incident is on screen
-        # taller, so the loss curve with its first-non-finite marker is in the picture too
-        driver.set_window_size(1400, 1500)
+        # the whole page, so loss, gradient norm and LR on their one step axis are in it too
         driver.get(f"http://127.0.0.1:{port}/oncall?job=ranker-retrain&run={RUN}")
-        time.sleep(6)
-        driver.save_screenshot(str(OUT / "oncall.png"))
-        driver.set_window_size(1400, 900)
+        full_page(driver, OUT / "oncall.png")
         demo.wait(timeout=600)
         serve_port = free_port()
         server = subprocess.Popen(
@@ -106,8 +124,7 @@ def main() -> int:
                      "rmswatch serve")  # fmt: skip
             for name, path in VIEWS.items():
                 driver.get(f"http://127.0.0.1:{serve_port}/{path}")
-                time.sleep(6)
-                driver.save_screenshot(str(OUT / f"{name}.png"))
+                full_page(driver, OUT / f"{name}.png")
         finally:
             server.terminate()
             server.wait(timeout=30)

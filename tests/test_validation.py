@@ -3,6 +3,7 @@ what was a ValueError still is), one duration grammar, one URL rule, one strict 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -202,3 +203,48 @@ def test_a_validation_error_is_one_line_per_problem_naming_the_key() -> None:
         "1h30m, 500ms) (got: 'soon')",
         "typo: unknown key (got: 1)",
     ]
+
+
+@pytest.mark.parametrize("url", ["http://host:99999", "http://", "http://a b/"])
+def test_the_http_shipper_refuses_urls_the_server_config_refuses(url: str) -> None:
+    from rmswatch.collectors.http_shipper import HttpShipper
+
+    with pytest.raises(ArgumentError, match="expected the rmswatch server's http"):
+        HttpShipper(url, token="t")
+
+
+def test_the_http_shipper_accepts_an_ipv6_server_url() -> None:
+    from rmswatch.collectors.http_shipper import HttpShipper
+
+    shipper = HttpShipper("http://[::1]:8050", token="t")
+    assert shipper.url == "http://[::1]:8050/api/v1/ingest"
+
+
+def _store_writer(**kwargs: object) -> object:
+    from rmswatch.collectors.store_writer import StoreWriter
+
+    return StoreWriter(**kwargs)  # type: ignore[arg-type]
+
+
+def _run_collector(**kwargs: object) -> object:
+    from rmswatch.collectors.prometheus.exporter import RunCollector
+
+    return RunCollector(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("build", "kwargs"),
+    [
+        (_store_writer, {}),
+        (_store_writer, {"url": "sqlite://", "max_buffer": 0}),
+        (_store_writer, {"url": "sqlite://", "flush_interval": 0}),
+        (_run_collector, {"max_layers": -1}),
+        (_run_collector, {"layer_depth": 0}),
+    ],
+)
+def test_a_bad_argument_at_a_boundary_is_a_rmswatch_error_and_still_a_value_error(
+    build: Callable[..., object], kwargs: dict[str, object]
+) -> None:
+    with pytest.raises(ArgumentError) as caught:
+        build(**kwargs)
+    assert isinstance(caught.value, RmswatchError) and isinstance(caught.value, ValueError)

@@ -142,3 +142,16 @@ def test_a_checkpoint_detail_with_nul_is_kept_with_the_nul_replaced(sqlite_url: 
     with engine.connect() as conn:
         assert conn.execute(select(Checkpoint.detail)).scalar_one() == "disk\ufffdfull"
     engine.dispose()
+
+
+def test_the_limits_table_in_the_docs_is_the_one_in_the_code() -> None:
+    from rmswatch._limits import LIMITS
+    from tests.helpers import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "store.md").read_text(encoding="utf-8")
+    section = text.split("## Limits", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    documented = [
+        tuple(cell.strip().strip("`") for cell in row.strip("|").split(" | ")) for row in rows[1:]
+    ]
+    assert documented == [(limit.fields, limit.accepts, limit.store) for limit in LIMITS]

@@ -58,6 +58,9 @@ class HealthInputs:
     memory: Mapping[int, RunMemory] = field(default_factory=dict)
     # per run: the job's previous succeeded runs' loss by step and validations (`history`)
     history: Mapping[int, JobHistory] = field(default_factory=dict)
+    # each run's newest checkpoint load and cross-rank check (`queries.ranks`), when read
+    loads: pd.DataFrame | None = None
+    rank_checks: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -313,14 +316,17 @@ def eff_lr_jump(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int],
     which the divergence rule judges; it is not reported here.
     """
     rule = config.eff_lr_jump
-    position = _positions(tails)
-    window = position // rule.window_steps
-    frame = tails.assign(window=window, contribution=optimizer_contribution(tails))
+    # windows count steps that have an eff-LR: in budget mode most records are sentinel-only
+    with_eff = tails[np.isfinite(tails["eff_lr_mean"].astype("float64"))]
+    frame = with_eff.assign(
+        window=_positions(with_eff) // rule.window_steps,
+        contribution=optimizer_contribution(with_eff),
+    )
     usable = frame[(frame["window"] < 2) & np.isfinite(frame["contribution"])]
     means = usable.groupby(["run_pk", "window"])["contribution"].mean().to_dict()
     sizes = usable.groupby(["run_pk", "window"]).size().to_dict()
-    judged = frame[_new_rows(frame, memory, 1)]
-    lr_step = judged["lr"] / frame.groupby("run_pk")["lr"].shift(1).reindex(judged.index)
+    judged = tails[_new_rows(tails, memory, 1)]
+    lr_step = judged["lr"] / tails.groupby("run_pk")["lr"].shift(1).reindex(judged.index)
     lr_jump = judged.assign(lr_step=lr_step)[lr_step > rule.factor]
     raised = lr_jump.groupby("run_pk").agg(step=("step", "max"), ratio=("lr_step", "max"))
     out = []
@@ -402,6 +408,39 @@ def amp_skips(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int]) -> 
         )
         active = count >= rule.min_skipped or collapsed
         out.append(Verdict("amp_skips", pk, active, float(count), summary))
+    return out
+
+
+def resume_mismatch(loads: pd.DataFrame, run_pks: list[int]) -> list[Verdict]:
+    """`loads`: each run's newest checkpoint load (`queries.ranks.latest_checkpoint_loads`)."""
+    newest = {int(r["run_pk"]): r for r in loads.to_dict("records")}
+    out = []
+    for pk in run_pks:
+        load = newest.get(pk)
+        active = load is not None and not bool(load["ok"])
+        summary = (
+            f"resumed from {load['path']} at step {load['step']}: {load['detail']}"
+            if load is not None
+            else "no checkpoint load"
+        )
+        out.append(Verdict("resume_mismatch", pk, active, 1.0 if active else 0.0, summary))
+    return out
+
+
+def optimizer_desync(checks: pd.DataFrame, run_pks: list[int]) -> list[Verdict]:
+    """`checks`: each run's newest compared rank check (`queries.ranks.latest_rank_checks`)."""
+    newest = {int(r["run_pk"]): r for r in checks.to_dict("records")}
+    out = []
+    for pk in run_pks:
+        check = newest.get(pk)
+        if check is None:
+            out.append(Verdict("optimizer_desync", pk, False, 0.0, "no cross-rank check"))
+        elif check["status"] == "desync":
+            differing = float(len(check["ranks"]) - 1)
+            out.append(Verdict("optimizer_desync", pk, True, differing, str(check["detail"])))
+        else:
+            summary = f"ranks in sync at step {check['step']}"
+            out.append(Verdict("optimizer_desync", pk, False, 0.0, summary))
     return out
 
 
@@ -504,4 +543,8 @@ def evaluate_health(config: HealthConfig, inputs: HealthInputs) -> list[Verdict]
         verdicts += slow_convergence(config, tails, run_pks, inputs.history)
     if config.overspend.enabled:
         verdicts += overspend(config, runs, inputs.validations, inputs.history)
+    if config.resume_mismatch.enabled and inputs.loads is not None:
+        verdicts += resume_mismatch(inputs.loads, run_pks)
+    if config.optimizer_desync.enabled and inputs.rank_checks is not None:
+        verdicts += optimizer_desync(inputs.rank_checks, run_pks)
     return verdicts

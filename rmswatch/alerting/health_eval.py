@@ -107,6 +107,8 @@ class HealthState:
                 now=now,
                 memory=self.memory,
                 history={pk: h for pk, h in history.items() if h is not None},
+                loads=q.latest_checkpoint_loads(self.engine, pks),
+                rank_checks=q.latest_rank_checks(self.engine, pks),
             ),
         )
         newest = tails.groupby("run_pk")["step"].max().to_dict()

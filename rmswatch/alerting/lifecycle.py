@@ -17,7 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from rmswatch._validation import ArgumentError
 from rmswatch.alerting.signals import Signal
+from rmswatch.store.engine import write_session
 from rmswatch.store.models_alerting import AlertEventRow, AlertFiringRow, AlertRow
 
 # Labels that describe an attempt, not the problem: they never change the fingerprint.
@@ -256,9 +258,9 @@ def acknowledge_alert(
     alert resolves; a new episode must be acknowledged again.
     """
     if not by.strip():
-        raise ValueError("acknowledge_alert: `by` must name who acknowledged")
+        raise ArgumentError("acknowledge_alert: `by` must name who acknowledged")
     moment = utc(now or utcnow())
-    with Session(engine) as session, session.begin():
+    with write_session(engine) as session:
         row = session.scalars(
             select(AlertRow).where(
                 AlertRow.fingerprint == fingerprint, AlertRow.state.in_(LIVE_STATES)

@@ -175,7 +175,7 @@ class _Rule(StrictModel):
     runbook: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     for_: Duration = Field(default=0.0, alias="for")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class NonFiniteRule(_Rule):
@@ -240,6 +240,14 @@ class OverspendRule(_Rule):
     history_runs: int = Field(ge=1)
 
 
+class ResumeMismatchRule(_Rule):
+    """Active while a run's newest checkpoint load failed or its resume fidelity mismatched."""
+
+
+class OptimizerDesyncRule(_Rule):
+    """Active while a distributed run's newest cross-rank check found ranks' state differing."""
+
+
 _HEALTH_FIELDS = (
     "nonfinite",
     "divergence",
@@ -251,6 +259,8 @@ _HEALTH_FIELDS = (
     "amp_skips",
     "slow_convergence",
     "overspend",
+    "resume_mismatch",
+    "optimizer_desync",
 )
 
 
@@ -287,6 +297,12 @@ class HealthConfig(StrictModel):
         default_factory=lambda: _default_rule("slow_convergence")
     )
     overspend: OverspendRule = Field(default_factory=lambda: _default_rule("overspend"))
+    resume_mismatch: ResumeMismatchRule = Field(
+        default_factory=lambda: _default_rule("resume_mismatch")
+    )
+    optimizer_desync: OptimizerDesyncRule = Field(
+        default_factory=lambda: _default_rule("optimizer_desync")
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -27,6 +27,8 @@ __all__ = [
     "losses",
     "previous_runs",
     "empty_tails",
+    "latest_checkpoint_loads",
+    "latest_rank_checks",
     "run_outcome_counts",
     "runs",
     "sample_counter_increases",
@@ -81,3 +83,11 @@ def previous_runs(engine: Engine, job: str, before: float, limit: int) -> pd.Dat
 def losses(engine: Engine, run_pk: int) -> pd.DataFrame:
     """(step, loss) of one run, in step order."""
     return queries.step_series(engine, run_pk, ["loss"])
+
+
+def latest_checkpoint_loads(engine: Engine, run_pks: Sequence[int]) -> pd.DataFrame:
+    return _seconds(queries.latest_checkpoint_loads(engine, run_pks), "time")
+
+
+def latest_rank_checks(engine: Engine, run_pks: Sequence[int]) -> pd.DataFrame:
+    return _seconds(queries.latest_rank_checks(engine, run_pks), "time")

@@ -22,6 +22,8 @@ RULE_ALERTNAMES = {
     # judged against the job's previous retrains: built-in evaluator only (no Prometheus rule)
     "slow_convergence": "TrainingSlowConvergence",
     "overspend": "TrainingOverspend",
+    "resume_mismatch": "CheckpointResumeMismatch",
+    "optimizer_desync": "OptimizerStateDesync",
 }
 
 # health rule -> the alert's `description` annotation
@@ -55,6 +57,14 @@ RULE_DESCRIPTIONS = {
     "overspend": (
         "The run has taken far more steps than the job's previous retrains and has not reached "
         "their validation loss: it is spending compute they did not need."
+    ),
+    "resume_mismatch": (
+        "The run resumed from a checkpoint that was refused or does not reproduce its saved "
+        "optimizer state: it is not continuing the training it claims to."
+    ),
+    "optimizer_desync": (
+        "The ranks of a distributed run hold different optimizer state (square_avg or "
+        "parameters): they are no longer training one model."
     ),
 }
 

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+from rmswatch._validation import ArgumentError
 from rmswatch.trainer_hooks.records import RunInfo, RunStatus, Telemetry
 
 
@@ -43,7 +44,7 @@ class BufferedSink(ABC):
         thread_name: str,
     ) -> None:
         if flush_interval <= 0:
-            raise ValueError(f"flush_interval={flush_interval!r}: must be > 0 seconds")
+            raise ArgumentError(f"flush_interval={flush_interval!r}: must be > 0 seconds")
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
         self._batch_records = batch_records

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from rmswatch._validation import ArgumentError, check_url
 from rmswatch.collectors._buffered import BufferedSink, RetryLater
 from rmswatch.collectors.wire import encode_batch
 from rmswatch.trainer_hooks.records import RunInfo, RunStatus, Telemetry
@@ -104,8 +105,12 @@ class HttpShipper(BufferedSink):
         timeout: float = 10.0,
         close_timeout: float = 10.0,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"url={url!r}: expected the rmswatch server's http(s):// URL")
+        try:
+            check_url(url)  # the one URL rule, as in the server's config
+        except ValueError as exc:
+            raise ArgumentError(
+                f"url={url!r}: expected the rmswatch server's http(s):// URL ({exc})"
+            ) from None
         super().__init__(
             flush_interval=flush_interval,
             max_buffer=max_buffer,

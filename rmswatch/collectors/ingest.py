@@ -20,6 +20,7 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from rmswatch._validation import ArgumentError
 from rmswatch.collectors.store_writer import Quarantined, write_isolating
 from rmswatch.collectors.wire import Batch, WireError, decode_batch
 from rmswatch.store.engine import write_transaction
@@ -77,7 +78,7 @@ def create_blueprint(
     rejected or quarantined (the server shows it on `/healthz`).
     """
     if max_batch_bytes <= 0:
-        raise ValueError(f"max_batch_bytes={max_batch_bytes!r}: must be > 0")
+        raise ArgumentError(f"max_batch_bytes={max_batch_bytes!r}: must be > 0")
     blueprint = Blueprint("rmswatch_ingest", __name__)
     expected = f"Bearer {token}".encode() if token else None
     counters = health if health is not None else IngestHealth()
@@ -167,7 +168,7 @@ def _write(engine: Engine, batch: Batch, rejected: list[dict[str, Any]]) -> Writ
         counts.add(write_isolating(engine, run_pk, list(batch.telemetry), quarantine))
         if batch.status is not None:
             with write_transaction(engine) as conn:
-                close_run(conn, run_pk, batch.status)
+                close_run(conn, run_pk, batch.status, rank=batch.run.rank)
     if batch.sli_samples:
         with write_transaction(engine) as conn:
             counts.sli_samples = write_sli_samples(conn, batch.sli_samples)

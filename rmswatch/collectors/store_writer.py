@@ -22,6 +22,7 @@ from typing import ClassVar
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
+from rmswatch._validation import ArgumentError
 from rmswatch.collectors._buffered import BufferedSink
 from rmswatch.store.engine import make_engine, upgrade, write_transaction
 from rmswatch.store.writes import WriteCounts, close_run, upsert_run, write_telemetry
@@ -120,7 +121,7 @@ class StoreWriter(BufferedSink):
         create_schema: bool = True,
     ) -> None:
         if engine is None and not url:
-            raise ValueError("StoreWriter needs a store URL or engine=")
+            raise ArgumentError("StoreWriter needs a store URL or engine=")
         super().__init__(
             flush_interval=flush_interval,
             max_buffer=max_buffer,
@@ -130,7 +131,7 @@ class StoreWriter(BufferedSink):
             thread_name="rmswatch-store",
         )
         if max_buffer < 1:
-            raise ValueError(f"max_buffer={max_buffer!r}: must be >= 1 record")
+            raise ArgumentError(f"max_buffer={max_buffer!r}: must be >= 1 record")
         self._owns_engine = engine is None
         self.engine: Engine = engine if engine is not None else make_engine(str(url))
         self._retry_max = retry_max_seconds
@@ -235,7 +236,7 @@ class StoreWriter(BufferedSink):
     def _deliver_status(self, status: RunStatus) -> None:
         assert self._run_pk is not None
         with write_transaction(self.engine) as conn:
-            close_run(conn, self._run_pk, status)
+            close_run(conn, self._run_pk, status, rank=self._run.rank if self._run else 0)
 
     def _backoff(self, failures: int) -> float:
         return min(self.flush_interval * 2.0 ** min(failures, 16), self._retry_max)

@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,9 +25,16 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from rmswatch._limits import check_labels
+from rmswatch._validation import ArgumentError
 from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.dispatch import Dispatcher, Sampler
-from rmswatch.trainer_hooks.packing import Packed, Slot, decode
+from rmswatch.trainer_hooks.distributed import (
+    DEFAULT_DESYNC_EVERY,
+    DEFAULT_TIMEOUT_SECONDS,
+    RankChecks,
+    refuse_sharded_parameters,
+)
+from rmswatch.trainer_hooks.packing import Packed, Packer, Slot, decode
 from rmswatch.trainer_hooks.plan import StatsPlan, choose_plan
 from rmswatch.trainer_hooks.records import (
     RMS_EDGES,
@@ -34,6 +42,7 @@ from rmswatch.trainer_hooks.records import (
     CheckpointRecord,
     LayerInfo,
     LayerStats,
+    RankCheckRecord,
     RunInfo,
     RunStatus,
     StepRecord,
@@ -42,6 +51,14 @@ from rmswatch.trainer_hooks.records import (
     update_ratio,
 )
 from rmswatch.trainer_hooks.screen import check_job, check_run, check_run_id, screen
+from rmswatch.trainer_hooks.sentinel import (
+    DEFAULT_MAX_INTERVAL,
+    DEFAULT_OVERHEAD,
+    AnomalyDetector,
+    Cadence,
+    Sentinel,
+    Thresholds,
+)
 from rmswatch.trainer_hooks.sinks import Sink
 from rmswatch.trainer_hooks.stats import StatsEngine
 
@@ -68,11 +85,15 @@ class _Pending:
     loss: float | torch.Tensor | None = None
     loss_event: Any = None
     validation: float | None = None
+    full: bool = True  # False: a sentinel-only record (loss, global grad norm, finiteness)
+    anomaly: str | None = None  # why the sentinel made this step full, if it did
     # clipping (record_grad_norm) and AMP (scaler): 0-d host values or pinned copies in flight
     preclip: float | torch.Tensor | None = None
     max_norm: float | None = None
     scale: float | torch.Tensor | None = None
     skipped: bool = False
+    layer_preclip: list[float] | torch.Tensor | None = None  # grad_hooks: [total, per layer]
+    lrs: tuple[float, ...] = ()  # skipped steps: the lrs at the skip (a scheduler moves them next)
     events: list[Any] = field(default_factory=list)
 
     def ready(self) -> bool:
@@ -94,7 +115,12 @@ class _Pending:
 class Monitor:
     """Telemetry hooks on one optimizer; see `rmswatch.watch` for the usual way in.
 
-    Knobs: `every` (telemetry cadence in optimizer steps; steps 1, 1+every, ...),
+    Knobs: `every` (fixed telemetry cadence in optimizer steps: steps 1, 1+every, ..., and no
+    record in between; None: the overhead budget, below), `overhead` (budget mode: the fraction
+    of bare step time full telemetry may cost, amortised; every step still gets a sentinel
+    record, and an anomalous step a full one), `grad_spike`/`loss_spike`/`spike_window` (what
+    the sentinel calls a spike, see `sentinel.Thresholds`), `max_interval` (budget mode: at
+    least one full record per this many steps),
     `exact_every` (exact full-tensor distributions every this many telemetry steps, sampled in
     between; default 1 on CUDA, 50 on CPU), `sample_size`/`sample_seed` (the fixed per-layer
     sample), `queue_size` (sink queue bound; full -> dropped and counted), `keep_records`
@@ -105,7 +131,11 @@ class Monitor:
     `scaler` (a `torch.amp.GradScaler`: steps it skips are recorded with `skipped=True` at their
     own step number, and every record carries the loss scale), `start_step` (the number of
     optimizer steps already taken by the run this one resumes: the first step here is
-    `start_step + 1`).
+    `start_step + 1`), `grad_hooks` (True: pre-clip gradient norms with no user line, from a
+    post-accumulate-grad hook on each parameter that works only before telemetry steps; an
+    explicit `record_grad_norm` wins; see docs/hooks.md "Your loop"). Under torch.distributed:
+    `desync_every` (compare the ranks' optimizer state every this many steps; None turns it off)
+    and `dist_timeout` (seconds, the telemetry gloo group's timeout); see docs/hooks.md.
     """
 
     def __init__(
@@ -116,7 +146,12 @@ class Monitor:
         job: str = "default",
         run_id: str | None = None,
         labels: Mapping[str, str] | None = None,
-        every: int = 1,
+        every: int | None = 1,
+        overhead: float = DEFAULT_OVERHEAD,
+        grad_spike: float | None = 10.0,
+        loss_spike: float | None = 3.0,
+        spike_window: int = 50,
+        max_interval: int = DEFAULT_MAX_INTERVAL,
         sinks: Iterable[Sink] = (),
         samplers: Sequence[Sampler] = (),
         queue_size: int = 1024,
@@ -133,26 +168,32 @@ class Monitor:
         kernel: str = "eager",
         scaler: Any = None,
         start_step: int | None = None,
+        grad_hooks: bool = False,
+        desync_every: int | None = DEFAULT_DESYNC_EVERY,
+        dist_timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         self._adapter = adapter_for(optimizer)
         if start_step is not None:
             _check_int("start_step", start_step, 0)
         if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
-            raise ValueError(
+            raise ArgumentError(
                 f"scaler={type(scaler).__name__}: expected a torch.amp.GradScaler "
                 "(torch.amp.GradScaler('cuda') or ('cpu')) or None"
             )
         for name, value, low in (
-            ("every", every, 1),
             ("keep_records", keep_records, 1),
             ("queue_size", queue_size, 1),
             ("sample_size", sample_size, 1),
         ):
             _check_int(name, value, low)
+        if every is not None:
+            _check_int("every", every, 1)
         if exact_every is not None:
             _check_int("exact_every", exact_every, 1)
         if stats_threads is not None:
             _check_int("stats_threads", stats_threads, 1)
+        if desync_every is not None:
+            _check_int("desync_every", desync_every, 1)
         self._stats_threads = stats_threads
         # what every store accepts, checked before anything starts (rmswatch._limits)
         check_job(job)
@@ -165,6 +206,8 @@ class Monitor:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         self._device = params[0].device if params else torch.device("cpu")
         self._cuda = self._device.type == "cuda"
+        slots = _slots(optimizer, model)
+        refuse_sharded_parameters([s.param for s in slots], [s.name for s in slots])
         plan = choose_plan(
             self._device,
             chunk_bytes=chunk_bytes,
@@ -172,9 +215,32 @@ class Monitor:
             exact_every=exact_every,
             sample_size=sample_size,
         )
-        self._engine = StatsEngine(
-            self._adapter, optimizer, _slots(optimizer, model), plan, sample_seed=sample_seed
+        self._engine = StatsEngine(self._adapter, optimizer, slots, plan, sample_seed=sample_seed)
+        # torch.distributed: a telemetry group of its own, the agreed run_id, the desync check
+        self._ranks = RankChecks.join(
+            optimizer,
+            [s.name for s in slots],
+            [s.param for s in slots],
+            desync_every=desync_every,
+            timeout=dist_timeout,
+            clock=clock,
         )
+        if run_id is None and self._ranks is not None:
+            run_id = self._ranks.agree_run_id(uuid.uuid4().hex)
+        self._rank_checks: deque[RankCheckRecord] = deque(maxlen=keep_records)
+        self._cadence = Cadence(
+            every, overhead, exact_every=plan.exact_every, max_interval=max_interval
+        )
+        self._detector = AnomalyDetector(Thresholds(grad_spike, loss_spike, spike_window))
+        self._sentinel = Sentinel(self._engine.slots)
+        # Budget-mode bookkeeping: seconds spent in rmswatch since the last post-step hook
+        # began, and what that step was; the next post-step hook reports them to the cadence.
+        self._hook_seconds = 0.0
+        self._prev: tuple[bool, bool, bool] | None = None  # (full, exact, first)
+        self._force_full: str | None = None  # CUDA: a verdict read late makes the next step full
+        # weak references: holding the gradients would keep them alive into the next backward
+        # (no memory reuse: a fresh allocation and page faults for every gradient, every step)
+        self._step_grads: list[tuple[torch.Tensor, weakref.ref[torch.Tensor], int]] = []
         self._run_info = check_run(
             self._build_run_info(job, run_id, labels, rank, world_size, start_step)
         )
@@ -212,6 +278,15 @@ class Monitor:
         ]
         if scaler is not None:
             self._wrap_scaler(scaler)
+        self._hook_norms: dict[int, torch.Tensor] = {}
+        if grad_hooks:
+            for index, slot in enumerate(self._engine.slots):
+                if slot.param.requires_grad:
+                    self._handles.append(
+                        slot.param.register_post_accumulate_grad_hook(  # type: ignore[no-untyped-call]
+                            self._grad_hook(index)
+                        )
+                    )
 
     # -- properties ----------------------------------------------------------------------------
 
@@ -256,6 +331,8 @@ class Monitor:
     def next_step_is_telemetry(self) -> bool:
         """Whether the coming optimizer step is a telemetry step (for integrations that would
         otherwise compute something, e.g. a pre-clip norm, on every step)."""
+        if self._every is None:  # budget mode: every step gets at least a sentinel record
+            return True
         return self._step % self._every == 0
 
     @property
@@ -265,6 +342,17 @@ class Monitor:
     @property
     def job(self) -> str:
         return self._run_info.job
+
+    @property
+    def full_steps(self) -> int:
+        """Steps that got full telemetry so far (every record, in every=N mode)."""
+        return self._cadence.full_steps
+
+    @property
+    def full_interval(self) -> int:
+        """Steps between scheduled full-telemetry steps now (budget mode: as measured so far;
+        anomalous steps come on top)."""
+        return self._cadence.interval
 
     @property
     def stats_plan(self) -> StatsPlan:
@@ -285,31 +373,102 @@ class Monitor:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def rank_checks(self) -> list[RankCheckRecord]:
+        """Completed cross-rank desync checks (torch.distributed only; see docs/hooks.md)."""
+        return list(self._rank_checks)
+
+    @property
+    def desync_checks_stopped(self) -> str | None:
+        """Why the desync checks stopped (ranks stepping unevenly), None while they run."""
+        return self._ranks.stopped if self._ranks is not None else None
+
     # -- hooks ---------------------------------------------------------------------------------
 
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        start = time.perf_counter()
         # RMSprop raises on sparse gradients inside step(); count them before it does.
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is not None and p.grad.is_sparse:
                     self._sparse_grads += 1
         self._complete(wait=False)
+        self._hook_seconds += time.perf_counter() - start
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._hook_steps += 1
         self._step += 1
+        if self._ranks is not None:
+            self._rank_checked(self._ranks.after_step(self._step))
         now = time.perf_counter()
         step_seconds = None if self._last_step_end is None else now - self._last_step_end
         self._last_step_end = now
         preclip, self._preclip = self._preclip, None
-        if (self._step - 1) % self._every:
+        if not self._cadence.budgeted:
+            if not self._cadence.due(self._step):
+                return
+            pending = _Pending(self._step, self._clock(), step_seconds, self._full_stats())
+            self._attach_loop_facts(pending, preclip)
+            self._cadence.took_full(self._step)
+            self._ship(pending)
             return
+        if step_seconds is not None and self._prev is not None:
+            full, exact, first = self._prev
+            cost = self._hook_seconds
+            self._cadence.observe(step_seconds - cost, cost, full=full, exact=exact, first=first)
+        self._hook_seconds = 0.0
+        self._budgeted_step(step_seconds, preclip)
+        self._hook_seconds += time.perf_counter() - now
+
+    def _budgeted_step(
+        self,
+        step_seconds: float | None,
+        preclip: tuple[float | torch.Tensor, float | None] | None,
+    ) -> None:
+        """Budget mode: the sentinel every step; full telemetry when due or anomalous."""
+        total, grads = self._sentinel.grad_norm()
+        anomaly = self._force_full
+        self._force_full = None
+        host_total: torch.Tensor | float | None = total
+        if total is not None and not self._cuda:  # reading a CPU value costs nothing
+            host_total = float(total)
+            anomaly = self._detector.grad(host_total) or anomaly
+        full = anomaly is not None or self._cadence.due(self._step)
+        exact = False
+        if full:
+            exact = self._engine.plan.exact_at(self._telemetry_steps)
+            packed = self._full_stats()
+            self._cadence.took_full(self._step)
+            self._step_grads = []
+        else:
+            packed = self._sentinel_packed(host_total)
+            # A loss spike seen in record_loss can still make this step full, if the
+            # gradients are still this step's (not cleared or overwritten since).
+            self._step_grads = [(p, weakref.ref(g), g._version) for p, g in grads]
+        # the first full step pays one-time warm-up: the cadence does not count it
+        self._prev = (full, exact, full and self._cadence.full_steps == 1)
+        pending = _Pending(self._step, self._clock(), step_seconds, packed, full=full)
+        pending.anomaly = anomaly
+        self._attach_loop_facts(pending, preclip)
+        self._ship(pending)
+
+    def _full_stats(self) -> Packed:
         exact = self._engine.plan.exact_at(self._telemetry_steps)
         self._telemetry_steps += 1
         packed = self._compute(exact)
         self._last_paths = {lay.name: lay.path for lay in packed.layers}
-        pending = _Pending(self._step, self._clock(), step_seconds, packed)
-        self._attach_loop_facts(pending, preclip)
+        return packed
+
+    def _sentinel_packed(self, total: torch.Tensor | float | None) -> Packed:
+        # CPU: the norm is already a host float, so the buffer stays empty (nothing to pack)
+        pk = Packer(device=self._device)
+        fields = {"grad_norm": pk.scalar(total if total is not None else 0.0)}
+        lrs = [pk.scalar(g["lr"]) for g in self._optimizer.param_groups]
+        return Packed(pk.pack(self._device), pk, [], lrs, fields)
+
+    def _ship(self, pending: _Pending) -> None:
+        """Start the step's packed statistics on their way to the host (CUDA: no sync)."""
+        packed = pending.packed
         if self._cuda:
             host = torch.empty(packed.buffer.shape, dtype=torch.float64, pin_memory=True)
             host.copy_(packed.buffer, non_blocking=True)
@@ -318,7 +477,29 @@ class Monitor:
             pending.event.record()
         else:
             pending.values = packed.buffer.tolist()
-        self._pending.append(pending)
+        if not self._pending or self._pending[-1] is not pending:
+            self._pending.append(pending)
+
+    def _loss_verdict(self, pending: _Pending, loss: float) -> None:
+        """CPU, budget mode: a non-finite or spiking loss makes this very step full, when the
+        gradients are still this step's; otherwise the next step is full."""
+        anomaly = self._detector.loss(loss)
+        if anomaly is None or pending.full:
+            return
+        unchanged = bool(self._step_grads) and all(
+            (g := ref()) is not None and p.grad is g and g._version == version
+            for p, ref, version in self._step_grads
+        )
+        if not unchanged:
+            self._force_full = anomaly
+            return
+        exact = self._engine.plan.exact_at(self._telemetry_steps)
+        pending.packed = self._full_stats()
+        pending.values = pending.packed.buffer.tolist()
+        pending.full, pending.anomaly = True, anomaly
+        self._cadence.took_full(pending.step)
+        if self._prev is not None:
+            self._prev = (True, exact, self._prev[2])
 
     def _compute(self, exact: bool) -> Packed:
         # By default the statistics use training's own thread count (measured faster on a quiet
@@ -341,7 +522,7 @@ class Monitor:
         value: float | torch.Tensor
         if isinstance(loss, torch.Tensor):
             if loss.numel() != 1:
-                raise ValueError(
+                raise ArgumentError(
                     f"record_loss: loss must be a scalar (one element), got shape "
                     f"{tuple(loss.shape)}"
                 )
@@ -349,7 +530,7 @@ class Monitor:
         elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
             value = float(loss)
         else:
-            raise ValueError(
+            raise ArgumentError(
                 f"record_loss: loss must be a float or a one-element tensor, got "
                 f"{type(loss).__name__}"
             )
@@ -365,6 +546,12 @@ class Monitor:
         pending = self._pending[-1] if self._pending else None
         if pending is None or pending.step != self._step:
             return  # not a telemetry step
+        if self._cadence.budgeted and not (
+            isinstance(value, torch.Tensor) and value.device.type != "cpu"
+        ):
+            start = time.perf_counter()
+            self._loss_verdict(pending, float(value))
+            self._hook_seconds += time.perf_counter() - start
         if isinstance(value, torch.Tensor) and value.device.type == "cuda":
             host = torch.empty((), dtype=value.dtype, pin_memory=True)
             host.copy_(value, non_blocking=True)
@@ -398,7 +585,7 @@ class Monitor:
         value: float | torch.Tensor
         if isinstance(total_norm, torch.Tensor):
             if total_norm.numel() != 1:
-                raise ValueError(
+                raise ArgumentError(
                     "record_grad_norm: total_norm must be a scalar (what clip_grad_norm_ "
                     f"returns), got shape {tuple(total_norm.shape)}"
                 )
@@ -406,14 +593,14 @@ class Monitor:
         elif isinstance(total_norm, (int, float)) and not isinstance(total_norm, bool):
             value = float(total_norm)
         else:
-            raise ValueError(
+            raise ArgumentError(
                 "record_grad_norm: total_norm must be a float or a one-element tensor, got "
                 f"{type(total_norm).__name__}"
             )
         if max_norm is not None and (
             isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0
         ):
-            raise ValueError(f"record_grad_norm: max_norm={max_norm!r}: expected a number > 0")
+            raise ArgumentError(f"record_grad_norm: max_norm={max_norm!r}: expected a number > 0")
         facts = (value, None if max_norm is None else float(max_norm))
         if step is None:
             self._preclip = facts
@@ -432,7 +619,7 @@ class Monitor:
             return
         number = float(value.detach().reshape(())) if isinstance(value, torch.Tensor) else value
         if not isinstance(number, (int, float)) or isinstance(number, bool):
-            raise ValueError(f"record_validation: value must be a number, got {value!r}")
+            raise ArgumentError(f"record_validation: value must be a number, got {value!r}")
         at = self._step if step is None else _check_int("step", step, 0)
         record = self._screened(
             "record_validation", ValidationRecord(at, self._clock(), float(number), name)
@@ -461,7 +648,7 @@ class Monitor:
         if self._warn_closed("record_checkpoint"):
             return
         if action not in ("save", "load"):
-            raise ValueError(f"record_checkpoint: action={action!r}; expected 'save' or 'load'")
+            raise ArgumentError(f"record_checkpoint: action={action!r}; expected 'save' or 'load'")
         at = self._step if step is None else _check_int("step", step, 0)
         record = self._screened(
             "record_checkpoint",
@@ -487,7 +674,9 @@ class Monitor:
     ) -> None:
         """Remove the hooks, deliver everything, and close every sink with `status`."""
         if status not in RUN_STATUSES:
-            raise ValueError(f"close: status={status!r}; expected one of {', '.join(RUN_STATUSES)}")
+            raise ArgumentError(
+                f"close: status={status!r}; expected one of {', '.join(RUN_STATUSES)}"
+            )
         if self._warn_closed("close"):
             return
         for handle in self._handles:
@@ -495,6 +684,8 @@ class Monitor:
         self._handles.clear()
         self._unwrap_scaler()
         self._complete(wait=True)
+        if self._ranks is not None:
+            self._rank_checked(self._ranks.close())
         self._closed = True
         if self._dispatcher is not None:
             self._dispatcher.close(RunStatus(self._clock(), status, detail), timeout)  # type: ignore[arg-type]
@@ -539,6 +730,12 @@ class Monitor:
             )
         return kept
 
+    def _rank_checked(self, records: list[RankCheckRecord]) -> None:
+        for record in records:
+            self._rank_checks.append(record)
+            if self._run_info.rank == 0:  # every rank sees the same gather; one reports it
+                self._offer(record)
+
     def _offer(self, item: Telemetry) -> None:
         if self._dispatcher is not None:
             self._dispatcher.offer(item)
@@ -548,20 +745,61 @@ class Monitor:
     def _defer(self, pending: _Pending, value: float | torch.Tensor) -> float | torch.Tensor:
         """A 0-d value to read when the record completes; CUDA: a pinned non-blocking copy."""
         if isinstance(value, torch.Tensor) and value.device.type == "cuda":
-            host = torch.empty((), dtype=value.dtype, pin_memory=True)
-            host.copy_(value.reshape(()), non_blocking=True)
+            host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            host.copy_(value, non_blocking=True)
             event = torch.cuda.Event()  # type: ignore[no-untyped-call]
             event.record()
             pending.events.append(event)
             return host
         return value
 
+    def _grad_hook(self, index: int) -> Callable[[torch.Tensor], None]:
+        """After backward accumulated into `.grad`: its norm, before telemetry steps only.
+
+        With accumulation the last micro-batch's call sees the whole gradient and wins.
+        """
+
+        def hook(param: torch.Tensor) -> None:
+            grad = param.grad
+            if not self.next_step_is_telemetry or grad is None or grad.is_sparse:
+                return
+            dtype = torch.float64 if grad.dtype == torch.float64 else torch.float32
+            self._hook_norms[index] = torch.linalg.vector_norm(grad, dtype=dtype)
+
+        return hook
+
+    def _hooked_preclip(self) -> torch.Tensor | None:
+        """[total, layer 0, layer 1, ...] pre-clip norms from the grad hooks (on the device),
+        unscaled by the GradScaler's scale when one is attached; NaN for a layer without one."""
+        norms, self._hook_norms = self._hook_norms, {}
+        if not norms:
+            return None
+        device = next(iter(norms.values())).device
+        missing = torch.tensor(math.nan, dtype=torch.float64, device=device)
+        layers = torch.stack(
+            [
+                norms[i].to(torch.float64) if i in norms else missing
+                for i in range(len(self._engine.slots))
+            ]
+        )
+        scaler = self._scaler
+        scale = getattr(scaler, "_scale", None) if scaler is not None else None
+        if scaler is not None and scaler.is_enabled() and isinstance(scale, torch.Tensor):
+            layers = layers / scale.to(device=device, dtype=torch.float64)
+        total = torch.linalg.vector_norm(layers.nan_to_num(nan=0.0, posinf=math.inf))
+        return torch.cat([total.reshape(1), layers])
+
     def _attach_loop_facts(
         self, pending: _Pending, preclip: tuple[float | torch.Tensor, float | None] | None
     ) -> None:
+        hooked = self._hooked_preclip()
         if preclip is not None:
             pending.preclip = self._defer(pending, preclip[0])
             pending.max_norm = preclip[1]
+        elif hooked is not None:
+            deferred = self._defer(pending, hooked)
+            assert isinstance(deferred, torch.Tensor)
+            pending.layer_preclip = deferred
         scaler = self._scaler
         if scaler is not None and scaler.is_enabled():
             # the scale the step's backward used: update() changes it in place only afterwards
@@ -650,6 +888,8 @@ class Monitor:
         buffer = _skipped_values([s.param for s in self._engine.slots], self._unscaled_nonfinite)
         self._unscaled_nonfinite = None
         pending = _Pending(self._step, self._clock(), step_seconds, packed=None, skipped=True)  # type: ignore[arg-type]
+        # the scaler has just read found_inf on the host, so a tensor lr costs no extra stall
+        pending.lrs = tuple(float(_plain(g["lr"])) for g in self._optimizer.param_groups)
         if self._cuda:
             host = torch.empty(buffer.shape, dtype=torch.float64, pin_memory=True)
             host.copy_(buffer, non_blocking=True)
@@ -665,6 +905,10 @@ class Monitor:
         self, pending: _Pending, post: float
     ) -> tuple[float | None, bool, float | None]:
         """(pre-clip norm, clipped, clip coefficient) of one record."""
+        if pending.preclip is None and pending.layer_preclip is not None:
+            hooked = _floats(pending.layer_preclip)
+            pending.layer_preclip = hooked
+            pending.preclip = hooked[0]
         if pending.preclip is None:
             return None, False, None
         pre = float(pending.preclip)
@@ -698,6 +942,8 @@ class Monitor:
         loss: float | None = None
         if pending.loss is not None:
             loss = float(pending.loss)
+        if not pending.full:
+            return self._sentinel_record(pending, global_q["grad_norm"], loss, lrs)
         pre, clipped, coef = self._clip_facts(
             pending, math.sqrt(sum(s.grad_norm**2 for s in layers.values()))
         )
@@ -710,6 +956,12 @@ class Monitor:
                     ),
                 )
                 for name, stats in layers.items()
+            }
+        if isinstance(pending.layer_preclip, list):  # measured per layer by the grad hooks
+            measured = pending.layer_preclip[1:]
+            layers = {
+                name: replace(stats, grad_norm_before_clip=None if math.isnan(norm) else norm)
+                for (name, stats), norm in zip(layers.items(), measured, strict=True)
             }
         grad_sq = sum(s.grad_norm**2 for s in layers.values())
         param_sq = sum(s.param_norm**2 for s in layers.values())
@@ -789,7 +1041,7 @@ class Monitor:
             layers = {
                 n: replace(s, grad_norm_before_clip=s.grad_norm / coef) for n, s in layers.items()
             }
-        lrs = [float(_plain(g["lr"])) for g in self._optimizer.param_groups]
+        lrs = list(pending.lrs)
         return StepRecord(
             step=pending.step,
             time=pending.time,
@@ -815,6 +1067,51 @@ class Monitor:
             clipped=clipped,
             skipped=True,
             loss_scale=None if pending.scale is None else float(pending.scale),
+        )
+
+    def _sentinel_record(
+        self, pending: _Pending, grad_norm: float, loss: float | None, lrs: list[float]
+    ) -> StepRecord:
+        """A sentinel-only record: loss, global gradient norm and finiteness; no layers.
+
+        Norms the sentinel does not measure are NaN. On the CPU a non-finite value always made
+        its step full, so a sentinel record is finite there. On CUDA the verdict is read here,
+        one step late: it makes the next step full, and this record's `nonfinite["grad"]` is 1
+        (at least one value; the exact counts are in that full record).
+        """
+        if self._cuda:
+            anomaly = self._detector.grad(grad_norm)
+            if loss is not None:
+                anomaly = anomaly or self._detector.loss(loss)
+            self._force_full = self._force_full or anomaly
+        pre, clipped, _ = self._clip_facts(pending, grad_norm)
+        nan = math.nan
+        return StepRecord(
+            step=pending.step,
+            time=pending.time,
+            loss=loss,
+            grad_norm=grad_norm,
+            param_norm=nan,
+            update_norm=nan,
+            lr=lrs[0] if lrs else nan,
+            step_seconds=pending.step_seconds,
+            nonfinite={
+                "grad": 0 if math.isfinite(grad_norm) else 1,
+                "param": 0,
+                "state": 0,
+                "loss": 0 if loss is None or math.isfinite(loss) else 1,
+            },
+            layers={},
+            lrs=tuple(lrs),
+            update_ratio=nan,
+            validation=pending.validation,
+            dropped_total=self.dropped,
+            rank=self._run_info.rank,
+            world_size=self._run_info.world_size,
+            grad_norm_before_clip=pre,
+            clipped=clipped,
+            loss_scale=None if pending.scale is None else float(pending.scale),
+            full=False,
         )
 
     def _build_run_info(
@@ -856,9 +1153,13 @@ class Monitor:
             hyperparameters=hyper,
             layers=layers,
             hist_edges=RMS_EDGES,
-            every=self._every,
+            every=self._every or 1,  # budget mode records every step
             resumed_from_step=start_step,
         )
+
+
+def _floats(value: list[float] | torch.Tensor) -> list[float]:
+    return value if isinstance(value, list) else [float(v) for v in value.tolist()]
 
 
 def _plain(value: Any) -> Any:
@@ -869,7 +1170,7 @@ def _plain(value: Any) -> Any:
 
 def _check_int(name: str, value: object, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {low}")
+        raise ArgumentError(f"{name}={value!r}: expected an integer >= {low}")
     return value
 
 

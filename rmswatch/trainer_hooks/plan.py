@@ -11,6 +11,8 @@ from typing import Literal
 
 import torch
 
+from rmswatch._validation import ArgumentError
+
 KERNELS = ("eager", "compiled")
 NORM_PATHS = ("fused", "per-layer")
 # Exact full-tensor distributions on the CPU cost more than the step budget; see docs/hooks.md.
@@ -58,7 +60,7 @@ def choose_plan(
 ) -> StatsPlan:
     """The plan for parameters on `device` with these knobs (validated here, once)."""
     if kernel not in KERNELS:
-        raise ValueError(f"kernel={kernel!r}: expected one of {', '.join(KERNELS)}")
+        raise ArgumentError(f"kernel={kernel!r}: expected one of {', '.join(KERNELS)}")
     cpu = device.type == "cpu"
     # Chunked passes keep temporaries in cache-sized scratch buffers instead of allocating and
     # writing tensors as large as the parameters (CPU: writes dominate).

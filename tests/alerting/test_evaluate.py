@@ -133,6 +133,22 @@ def test_ticket_rules_validation_eff_lr_grad_variance_and_checkpoints(sqlite_url
     assert jump.value == pytest.approx(10.0) and jump.for_seconds == 60
 
 
+def test_an_eff_lr_jump_is_seen_through_sentinel_only_steps(sqlite_url: str) -> None:
+    """Budget mode: full records (with an eff-LR) only every other step, sentinel rows between."""
+    engine = new_store(sqlite_url)
+    pk = add_run(engine, "r1")
+    rows = steps(1200, T0, 1.0)
+    for row in rows:
+        i = int(row["step"])  # type: ignore[call-overload]
+        row["full"] = i % 2 == 0
+        row["lr"] = 1e-4 if i % 2 == 0 else None  # judged on eff_lr / lr
+        row["eff_lr_mean"] = (0.001 if i < 1000 else 0.01) if i % 2 == 0 else None
+    add_steps(engine, pk, rows)
+    signals = evaluate(engine, Config(), T0 + 1200)
+    jump = active(signals, "EffectiveLrJump", run_id="r1")
+    assert jump and jump[0].value == pytest.approx(10.0)
+
+
 def test_step_windows_judge_a_slow_run_by_its_own_steps(sqlite_url: str) -> None:
     engine = new_store(sqlite_url)
     pk = add_run(engine, "slow")

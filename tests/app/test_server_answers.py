@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,9 @@ from sqlalchemy import Engine
 from rmswatch.collectors.wire import encode_batch
 from rmswatch.config import Config
 from rmswatch.server import build_server
-from rmswatch.store.engine import make_engine, upgrade
+from rmswatch.store.engine import make_engine
 from tests.factories import run_info, step_record
 from tests.helpers import free_port, subprocess_env
-
-
-@pytest.fixture
-def engine(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def _serve(engine: Engine, environ: dict[str, str] | None = None) -> tuple[str, object]:
@@ -91,16 +82,19 @@ def _serve_cli(tmp_path: Path, config: bytes, env: dict[str, str] | None = None)
     return result.stderr
 
 
+@pytest.mark.slow
 def test_a_binary_config_file_is_a_clear_error(tmp_path: Path) -> None:
     stderr = _serve_cli(tmp_path, b"\x89PNG\r\n\x1a\n\xff\xfe\x00garbage")
     assert "not a text file: byte" in stderr and "is not UTF-8" in stderr
 
 
+@pytest.mark.slow
 def test_duplicate_yaml_keys_are_refused_naming_the_key(tmp_path: Path) -> None:
     stderr = _serve_cli(tmp_path, b"server:\n  port: 8050\n  port: 9000\n")
     assert "duplicate key 'port' (first on line 2)" in stderr and "line 3" in stderr
 
 
+@pytest.mark.slow
 def test_an_empty_password_variable_is_a_clear_error(tmp_path: Path) -> None:
     config = b"server: {auth: {basic: {username: oncall, password_env: RMSWATCH_TEST_PW}}}\n"
     stderr = _serve_cli(tmp_path, config, {"RMSWATCH_TEST_PW": ""})

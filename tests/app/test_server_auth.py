@@ -19,18 +19,9 @@ from sqlalchemy import Engine
 
 from rmswatch.config import Config
 from rmswatch.server import build_server
-from rmswatch.store.engine import make_engine, upgrade
 from tests.helpers import free_port
 
 BASIC = {"basic": {"username": "oncall", "password_env": "PW"}}
-
-
-@pytest.fixture
-def engine(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

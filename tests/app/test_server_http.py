@@ -4,7 +4,7 @@ proxy header (a real werkzeug server thread and `requests`, a SQLite store)."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,16 +16,8 @@ from sqlalchemy.orm import Session
 from rmswatch.alerting.signals import Signal
 from rmswatch.config import Config
 from rmswatch.server import build_server
-from rmswatch.store.engine import make_engine, upgrade
+from rmswatch.store.engine import make_engine
 from tests.helpers import free_port
-
-
-@pytest.fixture
-def engine(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def _serve(

@@ -31,6 +31,9 @@ NAN_STEP = 61  # monitor steps count from 1: the NaN goes into the 61st optimize
 NAN_LAYER = "fc.weight"
 STEPS = 100
 SCRIPT_LABEL = "<script>window.__pwned=1</script>"
+# a parameter name plotly would render as markup (a link, bold) if a figure didn't escape it
+MARKUP_LAYER_MODULE = "<a href=#pwned><b>evil</b></a>"
+MARKUP_LAYER = f"{MARKUP_LAYER_MODULE}.weight"
 DIVERGE_JOB, DIVERGE_RUN = "ranker-retrain", "ranker-diverge"
 DIVERGE_FROM = 51  # from this step on, the LR is multiplied by 4 every other step (up to 1e4)
 STALL_JOB, STALL_RUN = "feature-etl", "stall-run"
@@ -52,6 +55,18 @@ class TinyNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.relu(self.conv1(x)))
+
+
+class MarkupNet(TinyNet):
+    """TinyNet plus a layer whose name is HTML markup (torch allows any name without a dot)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_module(MARKUP_LAYER_MODULE, torch.nn.Linear(1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        marked = self.get_submodule(MARKUP_LAYER_MODULE)
+        return super().forward(x) + 0.0 * marked(x[:, :1])
 
 
 @dataclass
@@ -76,10 +91,11 @@ def train(
     labels: dict[str, str] | None = None,
     finish: bool = True,
     raise_lr_from: int | None = None,
+    markup_layer: bool = False,
 ) -> Any:
     """One real training; returns the monitor (still open when `finish` is False)."""
     torch.manual_seed(seed)
-    model = TinyNet()
+    model = MarkupNet() if markup_layer else TinyNet()
     optimizer = torch.optim.RMSprop(model.parameters(), lr=lr)
     inputs = torch.randn(128, 16)
     targets = inputs[:, :4].sum(dim=1, keepdim=True)
@@ -141,6 +157,7 @@ def fill_by_training(url: str) -> TrainedStore:
         seed=7,
         steps=30,
         labels={"model": SCRIPT_LABEL, "cluster": "lab-a"},
+        markup_layer=True,
     )
     bad = train(url, job=JOB, run_id=BAD_RUN, lr=3e-3, seed=2, nan_at=NAN_STEP, finish=False)
     store.open_monitors.append(bad)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -201,3 +202,30 @@ def test_a_scrape_between_records_reuses_the_rendered_snapshot() -> None:
     first = collector.collect()
     collector.update([record(step=2)])
     assert collector.collect() is not first
+
+
+def test_a_sentinel_record_updates_loss_and_grad_norm_and_keeps_the_last_full_records_layers() -> (
+    None
+):
+    collector = RunCollector()
+    collector.set_run(run_info())
+    full = record(step=10, loss=0.5, grad_norm=1.5)
+    sentinel = dataclasses.replace(
+        record(step=11, loss=0.25, grad_norm=2.5, layers={}),
+        full=False,
+        param_norm=math.nan,
+        update_norm=math.nan,
+        update_ratio=math.nan,
+        eff_lr_mean=None,
+        eff_lr_min=None,
+        eff_lr_p50=None,
+        eff_lr_p95=None,
+        eff_lr_max=None,
+    )
+    collector.update([full, sentinel])
+    samples = scrape(collector)
+    assert value(samples, cat.STEPS_TOTAL.name) == 11
+    assert value(samples, cat.LOSS.name) == 0.25
+    assert value(samples, cat.GRAD_NORM.name) == 2.5
+    assert value(samples, cat.PARAM_NORM.name) == 20.0  # from step 10, not NaN
+    assert value(samples, cat.LAYER_GRAD_NORM.name, layer="fc.weight") == 1.0

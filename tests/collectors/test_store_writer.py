@@ -149,3 +149,29 @@ def test_a_reopened_run_is_running_again_and_keeps_its_steps(sqlite_url: str) ->
         engine.dispose()
         writer.close(RunStatus(T0 + start, status))  # type: ignore[arg-type]
     assert _steps(sqlite_url) == list(range(10))
+
+
+def test_budget_mode_sentinel_records_store_as_steps_without_layers(sqlite_url: str) -> None:
+    import torch
+    from sqlalchemy import text
+
+    from rmswatch.trainer_hooks import Monitor
+    from tests.trainer_hooks.support import batches, tiny_model, train
+
+    model = tiny_model()
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-2)
+    writer = StoreWriter(sqlite_url, flush_interval=60.0)
+    mon = Monitor(opt, model=model, every=None, overhead=1e-9, sinks=[writer])
+    train(model, opt, batches(8), after_step=lambda i, loss: mon.record_loss(loss))
+    mon.close()
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT step, full, loss, grad_norm FROM steps ORDER BY step"))
+        steps = [tuple(r) for r in rows]
+        layer_steps = set(conn.execute(text("SELECT DISTINCT step FROM layer_steps")).scalars())
+    engine.dispose()
+    assert [s for s, *_ in steps] == list(range(1, 9))
+    full = {s for s, is_full, *_ in steps if is_full}
+    assert 1 in full and full != set(range(1, 9))  # sentinel-only steps are stored too
+    assert layer_steps == full  # layers only for full records
+    assert all(loss is not None and grad_norm > 0 for _, _, loss, grad_norm in steps)

@@ -84,3 +84,46 @@ def load_page(
         return graphs if all(g["points"] > 0 for g in with_data) else None
 
     return wait_until(drawn, timeout=45, what=f"{url} to draw {expected_graphs} graphs with data")
+
+
+PANELS_JS = """
+// every graph: what it drew, whether it says something instead (an annotation), and whether it
+// is an error figure; plus the error panels and empty graphs a person would see
+var graphs = Array.from(document.querySelectorAll('.js-plotly-plot')).map(function (el) {
+  var n = 0;
+  (el.calcdata || []).forEach(function (trace) {
+    trace.forEach(function (p) { if (p && (p.y !== undefined || p.z)) { n += 1; } });
+  });
+  var layout = el.layout || {};
+  var holder = el.closest('[id]');
+  return {id: holder ? holder.id : '', points: n,
+          says: (layout.annotations || []).map(function (a) { return a.text || ''; }).join(' | '),
+          error: layout.meta === 'rmswatch-error'};
+});
+return {graphs: graphs,
+        errorPanels: Array.from(document.querySelectorAll('.error-panel')).map(e => e.innerText),
+        loading: document.querySelectorAll('[data-dash-is-loading="true"]').length,
+        body: document.body.innerText.length};
+"""
+
+
+def shown_panels(driver: Any, url: str, graphs: int) -> dict[str, Any]:
+    """Open `url` and wait until at least `graphs` graphs are drawn, each holding data or a
+    message (never blank axes); returns what PANELS_JS saw."""
+    driver.get(url)
+    last: list[Any] = []
+
+    def settled() -> dict[str, Any] | None:
+        seen = driver.execute_script(PANELS_JS)
+        last[:] = [seen]
+        if seen["errorPanels"] or any(g["error"] for g in seen["graphs"]):
+            return dict(seen)  # an error is an answer: the test reports it
+        if len(seen["graphs"]) < graphs or seen["loading"] or seen["body"] < 200:
+            return None
+        drawn = all(g["points"] > 0 or g["says"] for g in seen["graphs"])
+        return dict(seen) if drawn else None
+
+    try:
+        return wait_until(settled, timeout=60, what=f"{url} to draw {graphs} graphs, none blank")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {last}") from None

@@ -21,16 +21,20 @@ import yaml
 from rmswatch.config import load_config
 from tests.app.training import (
     BAD_RUN,
+    DIVERGE_JOB,
+    DIVERGE_RUN,
     GOOD_RUNS,
     JOB,
+    MARKUP_LAYER,
     NAN_LAYER,
     NAN_STEP,
+    SCENARIO_RUNS,
     SCRIPT_LABEL,
     evaluate_once,
     fill_by_training,
 )
 from tests.helpers import REPO_ROOT, free_port, require_program, subprocess_env, wait_until
-from tests.integration.browser import browser, load_page, severe_console_entries
+from tests.integration.browser import browser, load_page, severe_console_entries, shown_panels
 
 __all__ = ["browser"]  # the fixture, re-exported so pytest finds it here
 
@@ -115,6 +119,111 @@ def test_page_loads_without_console_errors_and_its_graphs_hold_data(
         browser.save_screenshot(str(SCREENSHOTS / f"{page}.png"))
 
 
+# the fewest graphs each page draws for one run (debug: the checkpoint chart is one line when a
+# run saved none)
+RUN_PAGES = {"oncall": 4, "debug": 3, "postmortem": 1}
+
+
+@pytest.mark.parametrize("kind", list(SCENARIO_RUNS))
+@pytest.mark.parametrize("page", list(RUN_PAGES))
+def test_every_page_on_every_kind_of_run_shows_data_or_says_why_and_never_an_error(
+    served: Served, browser: Any, page: str, kind: str
+) -> None:
+    run_id = SCENARIO_RUNS[kind]
+    seen = shown_panels(browser, f"{served.url}/{page}?run={run_id}", RUN_PAGES[page])
+    assert seen["errorPanels"] == [], seen["errorPanels"]
+    assert [g for g in seen["graphs"] if g["error"]] == []
+    assert all(g["points"] > 0 or g["says"] for g in seen["graphs"]), seen["graphs"]
+    assert severe_console_entries(browser) == []
+    if os.environ.get("RMSWATCH_SAVE_SCREENSHOTS") == "1" and kind == "finite divergence":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SCREENSHOTS / f"{page}-divergence.png"))
+
+
+@pytest.mark.parametrize(("page", "graphs"), [("executive", 3), ("slo", 2), ("help", 0)])
+def test_fleet_pages_show_data_or_say_why_and_never_an_error(
+    served: Served, browser: Any, page: str, graphs: int
+) -> None:
+    seen = shown_panels(browser, f"{served.url}/{page}", graphs)
+    assert seen["errorPanels"] == [] and not [g for g in seen["graphs"] if g["error"]]
+    assert seen["body"] > 200  # words on the page, not a blank one
+    assert severe_console_entries(browser) == []
+
+
+def test_the_on_call_view_of_the_finite_divergence_shows_the_lr_raised_by_hand(
+    served: Served, browser: Any
+) -> None:
+    shown_panels(browser, f"{served.url}/oncall?job={DIVERGE_JOB}&run={DIVERGE_RUN}", 4)
+    names = browser.execute_script(
+        "return document.getElementById('oncall-loss').querySelector('.js-plotly-plot')"
+        ".data.map(t => t.name)"
+    )
+    assert {"training loss", "grad norm", "lr group 0", "LR changed"} <= set(names)
+    nonfinite = browser.execute_script(
+        "return document.getElementById('oncall-nonfinite').querySelector('.js-plotly-plot')"
+        ".layout.annotations.map(a => a.text).join(' ')"
+    )
+    assert "no NaN/Inf" in nonfinite
+
+
+def test_the_debug_page_opens_on_the_layer_that_failed_first(served: Served, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    shown_panels(browser, f"{served.url}/debug?run={BAD_RUN}", 4)
+    picked = wait_until(
+        lambda: browser.find_element(By.ID, "debug-layer").text, timeout=20, what="the layer"
+    )
+    assert picked.strip() == NAN_LAYER
+    title_js = (
+        "return document.getElementById('debug-series')"
+        ".querySelector('.js-plotly-plot').layout.title.text"
+    )
+    assert NAN_LAYER in browser.execute_script(title_js)
+
+
+def test_layer_names_with_markup_are_shown_as_text_in_every_figure(
+    served: Served, browser: Any
+) -> None:
+    from urllib.parse import quote
+
+    from selenium.webdriver.common.by import By
+
+    shown_panels(browser, f"{served.url}/debug?run=evil-run&layer={quote(MARKUP_LAYER)}", 3)
+    labels = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#debug-efflr .ytick text'))"
+        ".map(t => t.textContent)"
+    )
+    assert MARKUP_LAYER in labels  # the text itself, shown literally
+    for graph in ("debug-efflr", "debug-series", "debug-rms"):
+        rendered = browser.find_element(By.ID, graph)
+        assert rendered.find_elements(By.CSS_SELECTOR, "svg a") == [], graph  # no live link
+        assert "evil" in rendered.text or graph == "debug-rms"
+    shown_panels(browser, f"{served.url}/oncall?run=evil-run", 4)
+    boxes = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#oncall-efflr .ytick text'))"
+        ".map(t => t.textContent)"
+    )
+    assert MARKUP_LAYER in boxes
+    assert browser.find_element(By.ID, "oncall-efflr").find_elements(By.CSS_SELECTOR, "svg a") == []
+
+
+def test_the_postmortem_export_of_a_healthy_run_names_its_verdict(
+    served: Served, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    shown_panels(browser, f"{served.url}/postmortem?run={GOOD_RUNS[1]}", 1)
+    browser.find_element(By.ID, "pm-export").click()
+    downloads: Path = browser.downloads_dir
+    report = wait_until(
+        lambda: [p for p in downloads.glob("*.html")], timeout=30, what="the report download"
+    )[0]
+    text = report.read_text(encoding="utf-8")
+    assert "Verdict: <b>succeeded</b>" in text
+    assert "run ended — verdict: succeeded" in text
+    assert "No NaN or Inf values were recorded in this run." in text
+
+
 def test_root_leads_to_oncall_while_an_alert_is_firing(served: Served, browser: Any) -> None:
     browser.get(served.url + "/")
     wait_until(lambda: browser.current_url.endswith("/oncall"), timeout=20)
@@ -180,7 +289,7 @@ def test_a_silence_created_on_the_oncall_page_lands_in_the_store(
     from rmswatch.store.engine import make_engine
     from rmswatch.store.queries import silences
 
-    load_page(browser, f"{served.url}/oncall", 4)
+    load_page(browser, f"{served.url}/oncall?run={BAD_RUN}", 4)
     _pick_alert_in_silence_picker(browser, "TrainingNonFinite")
     browser.find_element(By.XPATH, "//label[contains(., '4h')]").click()
     browser.find_element(By.ID, "silence-author").send_keys("night-oncall")
@@ -205,7 +314,7 @@ def test_a_silence_created_on_the_oncall_page_lands_in_the_store(
 def test_acknowledge_on_the_oncall_page_lands_in_the_store(served: Served, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    load_page(browser, f"{served.url}/oncall", 4)
+    load_page(browser, f"{served.url}/oncall?run={BAD_RUN}", 4)
     browser.find_element(By.ID, "silence-author").send_keys("ack-person")
     button = wait_until(
         lambda: browser.find_elements(

@@ -121,7 +121,7 @@ INJECT = {
 
 def _amp_loop(
     monitored: bool, steps: int = 16
-) -> tuple[torch.nn.Module, list[float], list[float], Monitor | None]:
+) -> tuple[torch.nn.Module, list[float], list[float], list[tuple[float, ...]], Monitor | None]:
     """A CPU GradScaler loop (bf16 autocast) with inf/NaN injected into the scaled gradients
     at loop steps 5 and 12; returns the model, the loss and the scale of every loop step."""
     model = tiny_model()
@@ -130,12 +130,15 @@ def _amp_loop(
     monitor = Monitor(opt, model=model, scaler=scaler, exact_every=1) if monitored else None
     losses: list[float] = []
     scales: list[float] = []
+    lrs: list[tuple[float, ...]] = []
     params = dict(model.named_parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0 / (1 + i))
     for step, x in enumerate(batches(steps), start=1):
         opt.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = model(x).float().pow(2).mean() + step  # each step's loss is told apart
         scales.append(scaler.get_scale())
+        lrs.append(tuple(g["lr"] for g in opt.param_groups))
         scaler.scale(loss).backward()
         if step in INJECT:
             name, where, value = INJECT[step]
@@ -149,16 +152,17 @@ def _amp_loop(
             monitor.record_grad_norm(total, max_norm=10.0)
         scaler.step(opt)
         scaler.update()
+        scheduler.step()
         losses.append(float(loss.detach()))
         if monitor is not None:
             monitor.record_loss(loss)
     if monitor is not None:
         monitor.close()
-    return model, losses, scales, monitor
+    return model, losses, scales, lrs, monitor
 
 
 def test_grad_scaler_skipped_steps_are_recorded_at_their_own_step_with_losses_aligned() -> None:
-    _, losses, scales, monitor = _amp_loop(monitored=True)
+    _, losses, scales, lrs, monitor = _amp_loop(monitored=True)
     assert monitor is not None
     records = monitor.records
     assert [r.step for r in records] == list(range(1, 17))
@@ -175,13 +179,15 @@ def test_grad_scaler_skipped_steps_are_recorded_at_their_own_step_with_losses_al
         assert sum(s.nonfinite_grad for s in rec.layers.values()) == len(where)
         assert rec.nonfinite["grad"] == len(where)
         assert rec.update_norm == 0.0 and rec.full
+    # a skipped step's lr is the one it would have used, not the scheduler's next one
+    assert [r.lrs for r in records] == lrs
     taken = [r for r in records if not r.skipped]
     assert all(r.nonfinite["grad"] == 0 and r.update_norm > 0 for r in taken)
 
 
 def test_grad_scaler_run_is_bit_identical_with_and_without_the_monitor() -> None:
-    with_monitor, _, _, _ = _amp_loop(monitored=True)
-    without, _, _, _ = _amp_loop(monitored=False)
+    with_monitor, *_ = _amp_loop(monitored=True)
+    without, *_ = _amp_loop(monitored=False)
     for (name, a), b in zip(with_monitor.named_parameters(), without.parameters(), strict=True):
         assert torch.equal(_bits(a), _bits(b)), name
 
@@ -273,6 +279,7 @@ def _train_names(model: torch.nn.Module, params_of: torch.nn.Module) -> list[str
     return list(monitor.records[-1].layers)
 
 
+@pytest.mark.slow
 def test_a_compiled_model_records_the_users_own_names() -> None:
     plain = tiny_model()
     # the names come from the OptimizedModule wrapper, the same for every backend; "eager"
@@ -319,3 +326,67 @@ def test_ddp_and_fsdp_wrapped_models_yield_plain_names(tmp_path: object) -> None
         assert list(user_parameter_names(sharded).values()) == LAYERS
 
     _with_process_group(body, tmp_path)
+
+
+def _hooked_loop(
+    grad_hooks: bool, *, accumulate: int = 1, amp: bool = False, steps: int = 8
+) -> tuple[torch.nn.Module, list[float], list[dict[str, float]], Monitor | None]:
+    """A clipping loop with no record_grad_norm line; returns what clip_grad_norm_ returned and
+    the per-layer norms the test measured itself before clipping."""
+    model = tiny_model()
+    opt = _two_groups(model)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8) if amp else None
+    monitor = (
+        Monitor(opt, model=model, every=2, grad_hooks=True, scaler=scaler) if grad_hooks else None
+    )
+    returned: list[float] = []
+    before: list[dict[str, float]] = []
+    data = batches(steps * accumulate)
+    for step in range(steps):
+        opt.zero_grad()
+        for x in data[step * accumulate : (step + 1) * accumulate]:
+            loss = model(x).pow(2).mean() * (30.0 if step % 4 == 0 else 0.01) / accumulate
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        if scaler is not None:
+            scaler.unscale_(opt)
+        before.append({n: float(p.grad.norm()) for n, p in model.named_parameters()})  # type: ignore[union-attr]
+        returned.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)))
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+    if monitor is not None:
+        monitor.close()
+    return model, returned, before, monitor
+
+
+@pytest.mark.parametrize(
+    ("accumulate", "amp"), [(1, False), (3, False), (1, True)], ids=["plain", "accum", "amp"]
+)
+def test_grad_hooks_measure_the_pre_clip_norms_with_no_user_line(
+    accumulate: int, amp: bool
+) -> None:
+    _, returned, before, monitor = _hooked_loop(True, accumulate=accumulate, amp=amp)
+    assert monitor is not None
+    records = monitor.records
+    assert [r.step for r in records] == [1, 3, 5, 7]  # every=2: hooks work before these only
+    for rec in records:
+        total, layers = returned[rec.step - 1], before[rec.step - 1]
+        assert rec.grad_norm_before_clip == pytest.approx(total, rel=1e-6)
+        assert rec.clipped == (total > 1.0)
+        for name, norm in layers.items():
+            assert rec.layers[name].grad_norm_before_clip == pytest.approx(norm, rel=1e-5)
+    assert any(r.clipped for r in records) and not all(r.clipped for r in records)
+
+
+def test_grad_hooks_leave_training_bit_identical_and_go_at_close() -> None:
+    with_hooks, *_ = _hooked_loop(True)
+    without, *_ = _hooked_loop(False)
+    for (name, a), b in zip(with_hooks.named_parameters(), without.parameters(), strict=True):
+        assert torch.equal(_bits(a), _bits(b)), name
+    model = tiny_model()
+    monitor = Monitor(torch.optim.RMSprop(model.parameters()), model=model, grad_hooks=True)
+    monitor.close()
+    model(batches(1)[0]).sum().backward()  # no hook left to run
+    assert monitor._hook_norms == {}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 
 import pytest
 import torch
 
 import rmswatch
 from rmswatch.trainer_hooks import CheckpointRecord, Monitor, StepRecord, ValidationRecord
+from rmswatch.trainer_hooks.records import Telemetry
 from tests.helpers import wait_until
 from tests.trainer_hooks.support import (
     BlockingSink,
@@ -242,3 +244,26 @@ def test_step_record_is_built_from_a_real_step() -> None:
     mon.close()
     (record,) = mon.records
     assert isinstance(record, StepRecord) and record.step == 1 and record.finite
+
+
+def test_records_reach_the_sinks_without_a_flush_in_batches() -> None:
+    """The sink thread collects queued records every wake interval, not once per record."""
+    from rmswatch.trainer_hooks.dispatch import Dispatcher
+    from rmswatch.trainer_hooks.records import RunInfo, RunStatus
+
+    class CountingSink(RecordingSink):
+        writes = 0
+
+        def write(self, items: Sequence[Telemetry]) -> None:
+            self.writes += 1
+            super().write(items)
+
+    sink = CountingSink()
+    dispatcher = Dispatcher(RunInfo("job", "run", 0.0), [sink], wake_interval=0.05)
+    dispatcher.start()
+    for i in range(5):
+        dispatcher.offer(ValidationRecord(i, float(i), 0.5))
+    wait_until(lambda: len(sink.items) == 5, timeout=10, what="records delivered without flush")
+    assert sink.writes <= 2  # one batch (two if a wake interval ended between the offers)
+    dispatcher.close(RunStatus(1.0, "succeeded"), timeout=10)
+    assert sink.status is not None and sink.status.status == "succeeded"

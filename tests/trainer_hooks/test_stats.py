@@ -77,20 +77,41 @@ def _opt(model: torch.nn.Module, variant: str, **extra: Any) -> torch.optim.RMSp
     )
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+# Every cadence mode: today's every step and fixed every=N, and budget mode, with a budget that
+# fits (full steps where they fit) and one that doesn't (sentinel-only steps, anomalies full).
+MODES: dict[str, tuple[dict[str, Any], int]] = {
+    "every=1": ({"every": 1}, 4),
+    "every=3": ({"every": 3}, 2),
+    "budget": ({"every": None}, 4),
+    "budget-sentinel": ({"every": None, "overhead": 1e-9}, 4),
+}
+
+
+# Every mode on every variant; the low-precision dtypes on the two modes whose code differs
+# there (the full statistics, and the sentinel's float32 norms of float16/bfloat16 gradients).
+BIT_CASES = [
+    pytest.param(mode, dtype, id=f"{mode}-{str(dtype).removeprefix('torch.')}")
+    for mode in sorted(MODES)
+    for dtype in DTYPES
+    if dtype == torch.float32 or mode in ("every=1", "budget-sentinel")
+]
+
+
+@pytest.mark.parametrize(("mode", "dtype"), BIT_CASES)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_parameters_are_bit_identical_with_and_without_the_monitor(
-    variant: str, dtype: torch.dtype
+    variant: str, dtype: torch.dtype, mode: str
 ) -> None:
+    knobs, n_records = MODES[mode]
     data = batches(4, dtype)
     bare = tiny_model(dtype)
     watched = tiny_model(dtype)
     opt_bare, opt_watched = _opt(bare, variant), _opt(watched, variant)
     train(bare, opt_bare, data)
-    mon = Monitor(opt_watched, model=watched, exact_every=2, sample_size=16)
+    mon = Monitor(opt_watched, model=watched, exact_every=2, sample_size=16, **knobs)
     train(watched, opt_watched, data, after_step=lambda i, loss: mon.record_loss(loss))
     mon.close()
-    assert len(mon.records) == 4
+    assert len(mon.records) == n_records
     for (name, a), b in zip(bare.named_parameters(), watched.parameters(), strict=True):
         assert torch.equal(_bits(a), _bits(b)), name
     for a, b in zip(opt_bare.state.values(), opt_watched.state.values(), strict=True):

@@ -111,7 +111,12 @@ def layer_figures(run_id: str | None, layer: str | None, _: int) -> tuple[Any, A
     context = current()
     run = queries.run(context.engine, run_id) if run_id else None
     if run is None or layer is None:
-        empty = common.empty_figure("", "pick a run and a layer")
+        message = (
+            "pick a run"
+            if run is None
+            else "this run recorded no per-layer statistics (no steps, or watch() without model=)"
+        )
+        empty = common.empty_figure("", message)
         return empty, empty, "/debug"
     run_pk = int(run["run_pk"])
     hists = queries.histograms(context.engine, run_pk, layer)

@@ -54,14 +54,16 @@ def show(run_id: str | None) -> tuple[Any, str]:
         html.Div(
             [
                 kpi(
-                    "Status",
-                    str(run["status"]),
+                    "Verdict",
+                    data.verdict,
                     tone="good"
-                    if run["status"] == "succeeded"
+                    if data.verdict == "succeeded"
                     else "warn"
-                    if run["status"] == "running"
+                    if data.verdict in ("running", "succeeded with incident")
                     else "bad",
-                    detail=str(run.get("status_detail") or ""),
+                    detail=f"closed as {run['status']}"
+                    + (f": {run['status_detail']}" if run.get("status_detail") else ""),
+                    id="kpi-verdict",
                 ),
                 kpi(
                     "First non-finite step",

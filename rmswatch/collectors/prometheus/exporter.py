@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
 from rmswatch import catalogue as cat
+from rmswatch._validation import ArgumentError
 from rmswatch.collectors.prometheus.guard import DEFAULT_MAX_LAYERS, guard_layers, layer_key
 from rmswatch.collectors.prometheus.labels import run_labels
 from rmswatch.trainer_hooks.records import (
@@ -45,8 +46,28 @@ def _le(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
+def _centres(bounds: Sequence[float]) -> FloatArray:
+    """Where each bucket's values are taken to lie for `_gsum`: the geometric centre.
+
+    The first bucket (from 0) counts at its upper bound, `+Inf` at the last finite bound: the
+    same assumption the effective-LR vectors make (distributions.py).
+    """
+    centres, lower = [], 0.0
+    for upper in bounds:
+        if math.isinf(upper):
+            centres.append(lower)
+        elif lower <= 0:
+            centres.append(float(upper))
+        else:
+            centres.append(math.sqrt(lower * upper))
+        lower = float(upper)
+    return np.array(centres, dtype=np.float64)
+
+
 _RMS_LE = tuple(_le(b) for b in cat.RMS_BUCKET_BOUNDS)
 _EFF_LE = tuple(_le(b) for b in cat.EFFECTIVE_LR_BUCKET_BOUNDS)
+_RMS_CENTRES = _centres(cat.RMS_BUCKET_BOUNDS)
+_EFF_CENTRES = _centres(cat.EFFECTIVE_LR_BUCKET_BOUNDS)
 _DURATION_LE = tuple(_le(b) for b in cat.STEP_DURATION_BUCKETS)
 
 
@@ -71,8 +92,19 @@ class _Families:
         )
 
     def buckets(
-        self, spec: cat.MetricSpec, counts: FloatArray, le: tuple[str, ...], **labels: str
+        self,
+        spec: cat.MetricSpec,
+        counts: FloatArray,
+        le: tuple[str, ...],
+        centres: FloatArray,
+        **labels: str,
     ) -> None:
+        """A gauge histogram: cumulative buckets, `_gcount`, and `_gsum` estimated from centres.
+
+        OpenMetrics allows `_gcount` only beside `_gsum` (strict parsers reject the scrape
+        otherwise); the hooks count values per bucket without summing them, so the sum is the
+        bucket-centre estimate, within a bucket's width per value.
+        """
         metric = self.family(spec)
         cumulative = np.cumsum(counts).tolist()
         labelled = {**self.base, **labels}
@@ -81,6 +113,7 @@ class _Families:
             Sample(bucket, {**labelled, "le": b}, c) for b, c in zip(le, cumulative, strict=True)
         )
         metric.samples.append(Sample(spec.name + "_gcount", labelled, cumulative[-1]))
+        metric.samples.append(Sample(spec.name + "_gsum", labelled, float(counts @ centres)))
 
 
 class RunCollector:
@@ -97,9 +130,11 @@ class RunCollector:
         layer_distributions: bool = True,
     ) -> None:
         if layer_depth is not None and (not isinstance(layer_depth, int) or layer_depth < 1):
-            raise ValueError(f"layer_depth={layer_depth!r}: expected None or an integer >= 1")
+            raise ArgumentError(f"layer_depth={layer_depth!r}: expected None or an integer >= 1")
         if max_layers is not None and (not isinstance(max_layers, int) or max_layers < 0):
-            raise ValueError(f"max_layers={max_layers!r}: expected None (no limit) or an int >= 0")
+            raise ArgumentError(
+                f"max_layers={max_layers!r}: expected None (no limit) or an int >= 0"
+            )
         self.layer_depth = layer_depth
         self.max_layers = max_layers
         self.layer_distributions = bool(layer_distributions)
@@ -107,6 +142,9 @@ class RunCollector:
         self._run: RunInfo | None = None
         self._base: dict[str, str] = {}
         self._latest: StepRecord | None = None
+        # Budget mode: most records are sentinel-only (no layers, NaN parameter norms); the
+        # norms, eff-LR and per-layer series come from the newest full record.
+        self._latest_full: StepRecord | None = None
         self._system: SystemSample | None = None
         self._validation: dict[str, float] = {}
         self._nonfinite = dict.fromkeys(cat.NONFINITE_KINDS, 0)
@@ -151,6 +189,8 @@ class RunCollector:
     def _take_step(self, record: StepRecord) -> None:
         if self._latest is None or record.step >= self._latest.step:
             self._latest = record
+        if record.full and (self._latest_full is None or record.step >= self._latest_full.step):
+            self._latest_full = record
         any_nonfinite = False
         for kind in cat.NONFINITE_KINDS:
             count = int(record.nonfinite.get(kind, 0))
@@ -187,7 +227,7 @@ class RunCollector:
             state = (
                 self._run,
                 dict(self._base),
-                self._latest,
+                (self._latest, self._latest_full),
                 self._system,
                 dict(self._validation),
                 dict(self._nonfinite),
@@ -206,7 +246,7 @@ class RunCollector:
         self,
         run: RunInfo | None,
         base: dict[str, str],
-        latest: StepRecord | None,
+        latest_pair: tuple[StepRecord | None, StepRecord | None],
         system: SystemSample | None,
         validation: dict[str, float],
         nonfinite: dict[str, int],
@@ -218,6 +258,7 @@ class RunCollector:
     ) -> list[Metric]:
         if run is None:
             return []
+        latest, latest_full = latest_pair
         f = _Families(base)
         f.add(
             cat.RUN_INFO,
@@ -249,7 +290,7 @@ class RunCollector:
             if system.gpu_memory_bytes is not None:
                 f.add(cat.GPU_MEMORY_USED_BYTES, system.gpu_memory_bytes)
         if latest is not None:
-            self._render_step(f, run, latest)
+            self._render_step(f, run, latest, latest_full)
         self._render_layer_nonfinite(f, layer_nonfinite)
         return list(f.out.values())
 
@@ -264,15 +305,20 @@ class RunCollector:
         metric.samples.append(Sample(name + "_count", f.base, float(n)))
         metric.samples.append(Sample(name + "_sum", f.base, total))
 
-    def _render_step(self, f: _Families, run: RunInfo, record: StepRecord) -> None:
-        f.add(cat.STEPS_TOTAL, record.step)
-        f.add(cat.LAST_STEP_TIMESTAMP_SECONDS, record.time)
-        f.add(cat.TELEMETRY_DROPPED_TOTAL, record.dropped_total)
-        if record.loss is not None:
-            f.add(cat.LOSS, record.loss)
-        for group, lr in enumerate(record.lrs or (record.lr,)):
+    def _render_step(
+        self, f: _Families, run: RunInfo, latest: StepRecord, full: StepRecord | None
+    ) -> None:
+        f.add(cat.STEPS_TOTAL, latest.step)
+        f.add(cat.LAST_STEP_TIMESTAMP_SECONDS, latest.time)
+        f.add(cat.TELEMETRY_DROPPED_TOTAL, latest.dropped_total)
+        if latest.loss is not None:
+            f.add(cat.LOSS, latest.loss)
+        for group, lr in enumerate(latest.lrs or (latest.lr,)):
             f.add(cat.LEARNING_RATE, lr, group=str(group))
-        f.add(cat.GRAD_NORM, record.grad_norm)
+        f.add(cat.GRAD_NORM, latest.grad_norm)
+        if full is None:
+            return
+        record = full
         f.add(cat.PARAM_NORM, record.param_norm)
         f.add(cat.UPDATE_NORM, record.update_norm)
         f.add(cat.UPDATE_RATIO, record.update_ratio)
@@ -294,8 +340,8 @@ class RunCollector:
             distributions=self.layer_distributions,
         )
         if global_dists is not None:
-            f.buckets(cat.STATE_RMS, global_dists[0], _RMS_LE)
-            f.buckets(cat.EFFECTIVE_LR, global_dists[1], _EFF_LE)
+            f.buckets(cat.STATE_RMS, global_dists[0], _RMS_LE, _RMS_CENTRES)
+            f.buckets(cat.EFFECTIVE_LR, global_dists[1], _EFF_LE, _EFF_CENTRES)
         exported = [*guarded.layers, *([guarded.other] if guarded.other else [])]
         f.add(cat.EXPORTED_LAYERS, len(guarded.layers))
         for view in exported:
@@ -308,8 +354,8 @@ class RunCollector:
                 if stat in view.eff_lr:
                     f.add(cat.LAYER_EFFECTIVE_LR_STAT, view.eff_lr[stat], layer=layer, stat=stat)
             if view.rms is not None and view.eff is not None:
-                f.buckets(cat.LAYER_STATE_RMS, view.rms, _RMS_LE, layer=layer)
-                f.buckets(cat.LAYER_EFFECTIVE_LR, view.eff, _EFF_LE, layer=layer)
+                f.buckets(cat.LAYER_STATE_RMS, view.rms, _RMS_LE, _RMS_CENTRES, layer=layer)
+                f.buckets(cat.LAYER_EFFECTIVE_LR, view.eff, _EFF_LE, _EFF_CENTRES, layer=layer)
 
     def _render_layer_nonfinite(self, f: _Families, totals: dict[str, list[int]]) -> None:
         if not totals:
@@ -355,7 +401,7 @@ class PrometheusSink:
         layer_distributions: bool = True,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"port={port!r}: expected an integer 0-65535 (0 picks a free port)")
+            raise ArgumentError(f"port={port!r}: expected an integer 0-65535 (0 picks a free port)")
         self.collector = RunCollector(
             layer_depth=layer_depth,
             max_layers=max_layers,

@@ -49,39 +49,44 @@ def active_alerts(
     return frame.loc[order.index].reset_index(drop=True)
 
 
+_ALERT_TIMES = ("active_since", "starts_at", "ends_at", "acknowledged_at")
+
+
+def _shared(source: AlertRow | AlertFiringRow) -> dict[str, Any]:
+    """The columns an alert and one of its firings show alike: identity, labels, texts."""
+    annotations = dict(source.annotations or {})
+    return {
+        "fingerprint": source.fingerprint,
+        "alertname": source.alertname,
+        "job": source.job,
+        "run_id": source.run_id,
+        "severity": source.severity,
+        "summary": annotations.get("summary", ""),
+        "runbook_url": annotations.get("runbook_url", ""),
+        "dashboard_url": annotations.get("dashboard_url", ""),
+        "labels": dict(source.labels or {}),
+        "annotations": annotations,
+    }
+
+
 def _alert_frame(alerts: list[AlertRow]) -> pd.DataFrame:
     rows = [
         {
-            "fingerprint": a.fingerprint,
-            "alertname": a.alertname,
-            "job": a.job,
-            "run_id": a.run_id,
-            "severity": a.severity,
+            **_shared(a),
             "state": a.state,
             "value": a.value,
             "active_since": _aware(a.active_since),
             "starts_at": _aware(a.starts_at),
             "ends_at": _aware(a.ends_at),
-            "summary": (a.annotations or {}).get("summary", ""),
-            "runbook_url": (a.annotations or {}).get("runbook_url", ""),
-            "dashboard_url": (a.annotations or {}).get("dashboard_url", ""),
             "acknowledged_by": a.acknowledged_by,
             "acknowledged_at": _aware(a.acknowledged_at),
             "silenced": bool(a.silenced_by),
             "inhibited": bool(a.inhibited_by),
-            "labels": dict(a.labels or {}),
-            "annotations": dict(a.annotations or {}),
             "peak_value": a.value,
         }
         for a in alerts
     ]
-    return _utc(
-        pd.DataFrame(rows, columns=ALERT_COLUMNS),
-        "active_since",
-        "starts_at",
-        "ends_at",
-        "acknowledged_at",
-    )
+    return _utc(pd.DataFrame(rows, columns=ALERT_COLUMNS), *_ALERT_TIMES)
 
 
 def _firing_frame(firings: list[AlertFiringRow], alerts: Sequence[AlertRow]) -> pd.DataFrame:
@@ -94,35 +99,20 @@ def _firing_frame(firings: list[AlertFiringRow], alerts: Sequence[AlertRow]) -> 
         live = f.ended_at is None and alert is not None
         rows.append(
             {
-                "fingerprint": f.fingerprint,
-                "alertname": f.alertname,
-                "job": f.job,
-                "run_id": f.run_id,
-                "severity": f.severity,
+                **_shared(f),
                 "state": "firing" if f.ended_at is None else "resolved",
                 "value": f.last_value,
                 "active_since": _aware(f.started_at),
                 "starts_at": _aware(f.started_at),
                 "ends_at": _aware(f.ended_at),
-                "summary": (f.annotations or {}).get("summary", ""),
-                "runbook_url": (f.annotations or {}).get("runbook_url", ""),
-                "dashboard_url": (f.annotations or {}).get("dashboard_url", ""),
                 "acknowledged_by": alert.acknowledged_by if live and alert else None,
                 "acknowledged_at": _aware(alert.acknowledged_at) if live and alert else None,
                 "silenced": bool(alert.silenced_by) if live and alert else False,
                 "inhibited": bool(alert.inhibited_by) if live and alert else False,
-                "labels": dict(f.labels or {}),
-                "annotations": dict(f.annotations or {}),
                 "peak_value": f.peak_value,
             }
         )
-    return _utc(
-        pd.DataFrame(rows, columns=ALERT_COLUMNS),
-        "active_since",
-        "starts_at",
-        "ends_at",
-        "acknowledged_at",
-    )
+    return _utc(pd.DataFrame(rows, columns=ALERT_COLUMNS), *_ALERT_TIMES)
 
 
 def _firings(engine: Engine, query: Select[Any]) -> pd.DataFrame:
