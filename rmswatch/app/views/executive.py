@@ -162,7 +162,9 @@ def success_trend_figure(runs: pd.DataFrame, objective: float | None) -> go.Figu
         return empty_figure(title, "no finished runs yet — success rate appears when runs end")
     daily = (
         finished.assign(
-            day=finished["started_at"].dt.floor("D"), ok=finished["status"] == "succeeded"
+            day=finished["started_at"].dt.floor("D"),
+            # "succeeded with incident" (a page fired about the run) is not a success here
+            ok=finished.get("verdict", finished["status"]) == "succeeded",
         )
         .groupby("day", as_index=False)["ok"]
         .mean()
