@@ -202,8 +202,9 @@ def spend_figure(daily: pd.DataFrame) -> go.Figure:
 
 
 # a retrain's validation-loss change is an outlier when it lies this many robust spreads (MAD)
-# from the median: one blown-up retrain (+3e29) must not become "the average change"
-OUTLIER_SPREADS = 10.0
+# from the median: one blown-up retrain (+3e29) must not become "the average change", while a
+# retrain that is merely worse (the slow-convergence one, +1.5) stays in and shows as worse
+OUTLIER_SPREADS = 100.0
 
 
 def flag_outliers(values: pd.Series) -> pd.Series:
@@ -405,7 +406,7 @@ def drift_cards(samples: pd.DataFrame, limit: int = 3) -> list[DriftCard]:
         )
         if not when:
             age = latest["time"] - reference["time"]
-            when = f"{_age_words(age)} ago (first sample)" if age > pd.Timedelta(0) else ""
+            when = f"its first sample {_age_words(age)} ago" if age > pd.Timedelta(0) else ""
         value = float(latest["value"])
         before = float(reference["value"])
         tone, trend = "neutral", "only one sample so far"
