@@ -184,9 +184,9 @@ def test_the_debug_page_opens_on_the_layer_that_failed_first(served: Served, bro
 def test_layer_names_with_markup_are_shown_as_text_in_every_figure(
     served: Served, browser: Any
 ) -> None:
-    from selenium.webdriver.common.by import By
-
     from urllib.parse import quote
+
+    from selenium.webdriver.common.by import By
 
     shown_panels(browser, f"{served.url}/debug?run=evil-run&layer={quote(MARKUP_LAYER)}", 3)
     labels = browser.execute_script(
