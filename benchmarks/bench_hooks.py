@@ -190,11 +190,12 @@ def time_blocks(variants: Sequence[str], args: argparse.Namespace) -> dict[str, 
             order = list(variants[block % len(variants) :]) + list(
                 variants[: block % len(variants)]
             )
+            clock = time.process_time if args.cpu_time else time.perf_counter
             for v in order:
-                start = time.perf_counter()
+                start = clock()
                 for _ in range(args.steps):
                     steps[v]()
-                runs[v].append((time.perf_counter() - start) * 1000 / args.steps)
+                runs[v].append((clock() - start) * 1000 / args.steps)
             print(
                 f"  block {block + 1}/{args.blocks} "
                 + " ".join(f"{v}={runs[v][-1]:.1f}" for v in variants),
@@ -278,6 +279,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--memory", action="store_true", help="also peak RSS per variant")
     parser.add_argument("--no-stats", action="store_true", help="skip the statistics-alone run")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="with --blocks: time blocks in process CPU time, not wall time (a loaded machine "
+        "inflates wall time by waiting for a core; CPU time counts only work done)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--_rss-child", dest="rss_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -318,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.threads} threads, RMSprop(foreach=True); {args.steps} timed steps/run, "
         + (
             f"median of {args.blocks} interleaved blocks (all variants live at once)"
+            + ("; process CPU time, not wall time" if args.cpu_time else "")
             if args.blocks
             else f"median of {args.repeats} interleaved runs"
         )

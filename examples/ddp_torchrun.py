@@ -2,8 +2,10 @@
 
     torchrun --nproc_per_node 2 examples/ddp_torchrun.py --db sqlite:///rmswatch.db
 
-Every rank exports /metrics (port base + rank, labelled with its rank); rank 0 alone writes the
-run to the store, so one run has one row of each step. All ranks share one run_id.
+Every rank calls watch() with the same arguments: every rank writes its steps into the same run
+(the store keys steps by rank), exports /metrics (port base + rank, labelled with its rank), and
+every 25 steps the ranks compare their optimizer state (a desync pages). Without --run-id, rank
+0's run_id is agreed by all ranks.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", default=None)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--run-id", default="ddp-example")
+    parser.add_argument("--run-id", default=None)
     parser.add_argument("--prometheus-base-port", type=int, default=None)
     args = parser.parse_args()
 
@@ -43,9 +45,9 @@ def main() -> None:
         model=model,
         job="ddp-example",
         run_id=args.run_id,
-        store=args.db if rank == 0 else None,
+        store=args.db,
         prometheus_port=port,
-        labels={"world_size": str(dist.get_world_size())},
+        desync_every=25,
     )
     gen = torch.Generator().manual_seed(rank)
     for _ in range(args.steps):
@@ -57,7 +59,11 @@ def main() -> None:
         optimizer.step()
         monitor.record_loss(loss)
     monitor.close(status="succeeded")
-    print(f"rank {rank}: {len(monitor.records)} records, loss {monitor.records[-1].loss:.4f}")
+    checks = [c.status for c in monitor.rank_checks]
+    print(
+        f"rank {rank}: {len(monitor.records)} records, loss {monitor.records[-1].loss:.4f}, "
+        f"run {monitor.run_id}, desync checks {checks}"
+    )
     dist.destroy_process_group()
 
 

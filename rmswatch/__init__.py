@@ -16,6 +16,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rmswatch._validation import CheckpointError, RmswatchError
     from rmswatch._watch import watch
+    from rmswatch.checkpoint import (
+        CheckpointInfo,
+        Fidelity,
+        load_checkpoint,
+        save_checkpoint,
+    )
     from rmswatch.trainer_hooks.monitor import Monitor
     from rmswatch.trainer_hooks.records import Histogram, LayerStats, StepRecord
 
@@ -23,12 +29,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "CheckpointInfo",
+    "Fidelity",
     "Histogram",
     "LayerStats",
     "Monitor",
     "RmswatchError",
     "StepRecord",
     "__version__",
+    "load_checkpoint",
+    "save_checkpoint",
     "watch",
 ]
 
@@ -40,6 +50,10 @@ _LAZY = {
     "Histogram": "rmswatch.trainer_hooks.records",
     "LayerStats": "rmswatch.trainer_hooks.records",
     "StepRecord": "rmswatch.trainer_hooks.records",
+    "CheckpointInfo": "rmswatch.checkpoint",
+    "Fidelity": "rmswatch.checkpoint",
+    "load_checkpoint": "rmswatch.checkpoint",
+    "save_checkpoint": "rmswatch.checkpoint",
 }
 
 

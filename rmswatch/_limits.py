@@ -78,6 +78,16 @@ LIMITS: tuple[Limit, ...] = (
 )
 
 
+class _TypeOf:
+    """Shown as the bare type name in "(got int)" when the type, not the value, is wrong."""
+
+    def __init__(self, value: Any) -> None:
+        self.name = type(value).__name__
+
+    def __repr__(self) -> str:
+        return self.name
+
+
 def _show(value: Any) -> str:
     if value is None:
         return ""
@@ -109,7 +119,7 @@ def check_text(
         ", no control characters" if control else ", no NUL"
     )
     if not isinstance(value, str):
-        raise LimitError(field, f"expected {accepted}", type(value).__name__)
+        raise LimitError(field, f"expected {accepted}", _TypeOf(value))
     if not min_length <= len(value) <= max_length:
         raise LimitError(field, f"{len(value)} characters; expected {accepted}", value)
     bad = _bad_character(value, control=control)
@@ -127,7 +137,7 @@ def clean_detail(value: str, max_length: int = 4096) -> str:
 
 def check_int(field: str, value: Any, low: int = 0, high: int = INT64_MAX) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise LimitError(field, f"expected an integer from {low} to {high}", type(value).__name__)
+        raise LimitError(field, f"expected an integer from {low} to {high}", _TypeOf(value))
     if not low <= value <= high:
         raise LimitError(field, f"expected an integer from {low} to {high}", value)
     return value
@@ -137,7 +147,7 @@ def check_time(field: str, value: Any) -> float:
     """Seconds since the epoch that every store turns into a timestamp."""
     limit = f"expected finite seconds since the epoch, 0 to {TIME_MAX:.0f}"
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise LimitError(field, limit, type(value).__name__)
+        raise LimitError(field, limit, _TypeOf(value))
     if not (math.isfinite(value) and 0 <= value <= TIME_MAX):
         raise LimitError(field, limit, value)
     return float(value)
@@ -146,7 +156,7 @@ def check_time(field: str, value: Any) -> float:
 def check_float(field: str, value: Any) -> float:
     """A measurement: any float (NaN and infinities are data), but a number."""
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise LimitError(field, "expected a number", type(value).__name__)
+        raise LimitError(field, "expected a number", _TypeOf(value))
     try:
         return float(value)
     except OverflowError:  # an int beyond float range
@@ -161,21 +171,21 @@ def check_labels(field: str, value: Any) -> dict[str, str]:
         raise LimitError(
             field,
             'expected a mapping of str to str, like {"cluster": "a100"}',
-            type(value).__name__,
+            _TypeOf(value),
         )
     if len(value) > MAX_LABELS:
         raise LimitError(field, f"{len(value)} labels; at most {MAX_LABELS}")
     labels: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str):
-            raise LimitError(f"{field} key {key!r}", "label keys must be str", type(key).__name__)
+            raise LimitError(f"{field} key {key!r}", "label keys must be str", _TypeOf(key))
         check_text(f"{field} key {json.dumps(key)}", key, 128)
         where = f"{field}[{json.dumps(key)}]"
         if not isinstance(item, str):
             raise LimitError(
                 where,
                 f"label values must be str (write str({item!r}) if you meant it)",
-                type(item).__name__,
+                _TypeOf(item),
             )
         labels[key] = check_text(where, item, 1024, min_length=0, control=False)
     return labels

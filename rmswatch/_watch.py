@@ -58,7 +58,11 @@ def watch(
     the bare step time, and a full record at any step the sentinel finds anomalous.
     `every=N` is a fixed cadence (steps 1, 1+N, ...; `every=1`: full telemetry every step).
     Remaining keyword arguments go to `Monitor` (see its docstring; docs/hooks.md, "Modes").
+    After `rmswatch.load_checkpoint(path, model, optimizer)`, `start_step` defaults to the
+    loaded checkpoint's step, so the resumed run continues its step axis.
     """
+    from rmswatch.checkpoint import pending_resume_step, register_monitor
+
     # Refuse an optimizer we can't read, or names no store accepts, before anything binds a
     # port or opens a store.
     adapter_for(optimizer)
@@ -85,7 +89,9 @@ def watch(
             from rmswatch.collectors.system import SystemSampler
 
             samplers = (SystemSampler().sample,)
-        return Monitor(
+        if monitor_options.get("start_step") is None:
+            monitor_options["start_step"] = pending_resume_step(optimizer)
+        monitor = Monitor(
             optimizer,
             model=model,
             job=job,
@@ -100,6 +106,9 @@ def watch(
     except BaseException:
         _discard(built)  # a bad argument must not leave an exporter listening
         raise
+    # checkpoints of this optimizer (also one loaded before watch()) are recorded here
+    register_monitor(optimizer, monitor)
+    return monitor
 
 
 def _discard(sinks: Iterable[Sink]) -> None:

@@ -80,7 +80,7 @@ class MetricSpec:
         if self.type == "histogram":
             return (f"{self.name}_bucket", f"{self.name}_count", f"{self.name}_sum")
         if self.type == "gaugehistogram":
-            return (f"{self.name}_bucket", f"{self.name}_gcount")
+            return (f"{self.name}_bucket", f"{self.name}_gcount", f"{self.name}_gsum")
         return (self.name,)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,3 +70,12 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra)
     return env
+
+
+def python_output(code: str) -> str:
+    """What a fresh interpreter of this checkout prints for `python -c code`, stripped."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    return result.stdout.strip()

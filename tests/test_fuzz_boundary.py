@@ -108,6 +108,7 @@ def _stored(engine: Engine, run_id: str) -> tuple[set[int], set[tuple[int, str]]
     return steps, validations
 
 
+@pytest.mark.slow
 @FUZZ
 @given(mutations=st.lists(mutation, min_size=1, max_size=3))
 def test_ingest_never_answers_5xx_names_every_refusal_and_keeps_every_valid_record(
@@ -157,6 +158,7 @@ def watch_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=40)
 @given(job=st.one_of(st.text(max_size=300), NASTY), run_id=st.one_of(st.none(), NASTY),
        labels=LABELS)  # fmt: skip

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 import rmswatch
-from tests.helpers import subprocess_env
+from tests.helpers import python_output
 
 
 def test_all_is_sorted_and_every_name_resolves() -> None:
@@ -20,12 +17,16 @@ def test_all_is_sorted_and_every_name_resolves() -> None:
 def test_the_public_names_are_the_architecture_contract() -> None:
     assert set(rmswatch.__all__) == {
         "CheckpointError",
+        "CheckpointInfo",
+        "Fidelity",
         "Histogram",
         "LayerStats",
         "Monitor",
         "RmswatchError",
         "StepRecord",
         "__version__",
+        "load_checkpoint",
+        "save_checkpoint",
         "watch",
     }
     assert rmswatch.watch.__module__ == "rmswatch._watch"
@@ -37,11 +38,5 @@ def test_the_store_and_collectors_import_without_torch() -> None:
         "import sys, rmswatch.store.queries, rmswatch.collectors.ingest, rmswatch.config;"
         "print('torch' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    out = python_output(code)
     assert out == "False"

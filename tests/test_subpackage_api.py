@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import subprocess_env
+from tests.helpers import python_output
 
 SUBPACKAGES = {
     "rmswatch.trainer_hooks": {
@@ -17,6 +15,7 @@ SUBPACKAGES = {
         "LayerInfo",
         "LayerStats",
         "Monitor",
+        "RankCheckRecord",
         "RunInfo",
         "RunStatus",
         "Sink",
@@ -73,11 +72,5 @@ def test_importing_the_subpackages_loads_no_torch_and_no_sink_dependencies() -> 
         "rmswatch.alerting;"
         "print(sorted(m for m in ('torch', 'prometheus_client', 'sqlalchemy') if m in sys.modules))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    out = python_output(code)
     assert out == "[]"

@@ -13,11 +13,14 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from rmswatch.alerting.outbox import deliver_due
 from rmswatch.alerting.receivers import Transport
 from rmswatch.alerting.routing_config import OutboxConfig, ReceiverConfig
+from rmswatch.store.models_alerting import NotificationRow
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class DeliveryWorker:
         self._wake = {r.name: threading.Event() for r in self._receivers}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._warned: set[str] = set()
         self.delivered = 0
         self.last_error = ""
 
@@ -70,6 +74,26 @@ class DeliveryWorker:
         """New notifications may be due: every receiver looks now instead of at its next poll."""
         for event in self._wake.values():
             event.set()
+
+    def warn_orphans(self) -> list[str]:
+        """Receivers with waiting notifications that are no longer in the config: they wait
+        (never dropped); each is logged once per process. Returns their names."""
+        with Session(self._engine) as session:
+            pending = set(
+                session.scalars(
+                    select(NotificationRow.receiver)
+                    .where(NotificationRow.delivered_at.is_(None))
+                    .distinct()
+                )
+            )
+        orphans = sorted(pending - set(self._wake))
+        for name in orphans:
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning(
+                    "notifications for receiver %r wait: it is no longer in the config", name
+                )
+        return orphans
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the threads; one in the middle of a request finishes it (bounded by the

@@ -245,6 +245,39 @@ def amp_skips(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int]) -> 
     return out
 
 
+def resume_mismatch(loads: pd.DataFrame, run_pks: list[int]) -> list[Verdict]:
+    """`loads`: each run's newest checkpoint load (`queries.ranks.latest_checkpoint_loads`)."""
+    newest = {int(r["run_pk"]): r for r in loads.to_dict("records")}
+    out = []
+    for pk in run_pks:
+        load = newest.get(pk)
+        active = load is not None and not bool(load["ok"])
+        summary = (
+            f"resumed from {load['path']} at step {load['step']}: {load['detail']}"
+            if load is not None
+            else "no checkpoint load"
+        )
+        out.append(Verdict("resume_mismatch", pk, active, 1.0 if active else 0.0, summary))
+    return out
+
+
+def optimizer_desync(checks: pd.DataFrame, run_pks: list[int]) -> list[Verdict]:
+    """`checks`: each run's newest compared rank check (`queries.ranks.latest_rank_checks`)."""
+    newest = {int(r["run_pk"]): r for r in checks.to_dict("records")}
+    out = []
+    for pk in run_pks:
+        check = newest.get(pk)
+        if check is None:
+            out.append(Verdict("optimizer_desync", pk, False, 0.0, "no cross-rank check"))
+        elif check["status"] == "desync":
+            differing = float(len(check["ranks"]) - 1)
+            out.append(Verdict("optimizer_desync", pk, True, differing, str(check["detail"])))
+        else:
+            summary = f"ranks in sync at step {check['step']}"
+            out.append(Verdict("optimizer_desync", pk, False, 0.0, summary))
+    return out
+
+
 def evaluate_health(
     config: HealthConfig,
     runs: pd.DataFrame,
@@ -252,6 +285,9 @@ def evaluate_health(
     validations: pd.DataFrame,
     failures: pd.DataFrame,
     now: float,
+    *,
+    loads: pd.DataFrame | None = None,
+    rank_checks: pd.DataFrame | None = None,
 ) -> list[Verdict]:
     """Every enabled rule's verdict for every run in `runs` (the running ones)."""
     run_pks = [int(pk) for pk in runs["run_pk"]]
@@ -273,4 +309,8 @@ def evaluate_health(
         verdicts += checkpoint_failures(config, failures, run_pks)
     if config.amp_skips.enabled:
         verdicts += amp_skips(config, tails, run_pks)
+    if config.resume_mismatch.enabled and loads is not None:
+        verdicts += resume_mismatch(loads, run_pks)
+    if config.optimizer_desync.enabled and rank_checks is not None:
+        verdicts += optimizer_desync(rank_checks, run_pks)
     return verdicts

@@ -70,6 +70,8 @@ def findings(engine: Engine, config: Config, runs: pd.DataFrame, tails: pd.DataF
         q.validations(engine, pks),
         q.checkpoint_failures(engine, pks, now - health.checkpoint_failures.window),
         now,
+        loads=q.latest_checkpoint_loads(engine, pks),
+        rank_checks=q.latest_rank_checks(engine, pks),
     )
     by_pk = {int(r["run_pk"]): r for r in runs.to_dict("records")}
     out = []

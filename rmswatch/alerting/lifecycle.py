@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from rmswatch._validation import ArgumentError
 from rmswatch.alerting.signals import Signal
+from rmswatch.store.engine import write_session
 from rmswatch.store.models_alerting import AlertEventRow, AlertFiringRow, AlertRow
 
 # Labels that describe an attempt, not the problem: they never change the fingerprint.
@@ -259,7 +260,7 @@ def acknowledge_alert(
     if not by.strip():
         raise ArgumentError("acknowledge_alert: `by` must name who acknowledged")
     moment = utc(now or utcnow())
-    with Session(engine) as session, session.begin():
+    with write_session(engine) as session:
         row = session.scalars(
             select(AlertRow).where(
                 AlertRow.fingerprint == fingerprint, AlertRow.state.in_(LIVE_STATES)

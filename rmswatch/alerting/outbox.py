@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from rmswatch.alerting.lifecycle import utc, utcnow
 from rmswatch.alerting.receivers import DeliveryError, Transport, requests_transport, send
 from rmswatch.alerting.routing_config import OutboxConfig, ReceiverConfig
+from rmswatch.store.engine import write_session
 from rmswatch.store.models_alerting import NotificationRow
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def _deliver_one(
 
 
 def _update(engine: Engine, row_id: int, **values: Any) -> None:
-    with Session(engine) as session, session.begin():
+    with write_session(engine) as session:
         row = session.get(NotificationRow, row_id)
         if row is None:  # pragma: no cover - rows are never deleted while pending
             return

@@ -228,10 +228,15 @@ class SchedulerHandle:
 
     def poll(self) -> None:
         """The poller job: wakes the delivery threads (or sends now without them)."""
-        if self.worker is not None:
-            self.worker.wake()
-        else:
+        if self.worker is None:
             self.deliver()
+            return
+        self.worker.wake()
+        if self.lock.held:
+            try:
+                self.worker.warn_orphans()
+            except Exception as exc:  # noqa: BLE001 - the store may be down; next poll
+                self.last_error = f"{type(exc).__name__}: {exc}"
 
     def shutdown(self, wait: bool = True) -> None:
         if self.scheduler is not None and self.scheduler.running:

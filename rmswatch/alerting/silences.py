@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from rmswatch._validation import ArgumentError
 from rmswatch.alerting.lifecycle import utc, utcnow
 from rmswatch.alerting.routing_config import Matcher, matches_all, parse_matchers
+from rmswatch.store.engine import write_session
 from rmswatch.store.models_alerting import SilenceRow
 
 
@@ -86,7 +87,7 @@ def create_silence(
     starts_at, ends_at = utc(starts_at), utc(ends_at)
     if ends_at <= starts_at:
         raise ArgumentError(f"ends_at ({ends_at.isoformat()}) must be after starts_at")
-    with Session(engine) as session, session.begin():
+    with write_session(engine) as session:
         row = SilenceRow(
             matchers=[m.as_dict() for m in parsed],
             starts_at=starts_at,
@@ -105,7 +106,7 @@ def expire_silence(
 ) -> bool:
     """End a silence now; False when it does not exist or has already ended."""
     moment = utc(now or utcnow())
-    with Session(engine) as session, session.begin():
+    with write_session(engine) as session:
         row = session.get(SilenceRow, silence_id)
         if row is None or utc(row.ends_at) <= moment:
             return False

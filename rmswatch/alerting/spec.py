@@ -223,6 +223,14 @@ class AmpSkipsRule(_Rule):
     min_loss_scale: float = Field(gt=0)
 
 
+class ResumeMismatchRule(_Rule):
+    """Active while a run's newest checkpoint load failed or its resume fidelity mismatched."""
+
+
+class OptimizerDesyncRule(_Rule):
+    """Active while a distributed run's newest cross-rank check found ranks' state differing."""
+
+
 _HEALTH_FIELDS = (
     "nonfinite",
     "divergence",
@@ -232,6 +240,8 @@ _HEALTH_FIELDS = (
     "eff_lr_jump",
     "checkpoint_failures",
     "amp_skips",
+    "resume_mismatch",
+    "optimizer_desync",
 )
 
 
@@ -264,6 +274,12 @@ class HealthConfig(StrictModel):
         default_factory=lambda: _default_rule("checkpoint_failures")
     )
     amp_skips: AmpSkipsRule = Field(default_factory=lambda: _default_rule("amp_skips"))
+    resume_mismatch: ResumeMismatchRule = Field(
+        default_factory=lambda: _default_rule("resume_mismatch")
+    )
+    optimizer_desync: OptimizerDesyncRule = Field(
+        default_factory=lambda: _default_rule("optimizer_desync")
+    )
 
     @model_validator(mode="before")
     @classmethod

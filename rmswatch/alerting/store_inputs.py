@@ -25,6 +25,8 @@ __all__ = [
     "checkpoint_failures",
     "checkpoint_save_counts",
     "empty_tails",
+    "latest_checkpoint_loads",
+    "latest_rank_checks",
     "run_outcome_counts",
     "runs",
     "sample_counter_increases",
@@ -67,3 +69,11 @@ def validations(engine: Engine, run_pks: Sequence[int]) -> pd.DataFrame:
 
 def checkpoint_failures(engine: Engine, run_pks: Sequence[int], since: float) -> pd.DataFrame:
     return _seconds(queries.checkpoint_failures(engine, run_pks, since), "last_failure_at")
+
+
+def latest_checkpoint_loads(engine: Engine, run_pks: Sequence[int]) -> pd.DataFrame:
+    return _seconds(queries.latest_checkpoint_loads(engine, run_pks), "time")
+
+
+def latest_rank_checks(engine: Engine, run_pks: Sequence[int]) -> pd.DataFrame:
+    return _seconds(queries.latest_rank_checks(engine, run_pks), "time")

@@ -19,6 +19,8 @@ RULE_ALERTNAMES = {
     "eff_lr_jump": "EffectiveLrJump",
     "checkpoint_failures": "CheckpointSaveFailures",
     "amp_skips": "TrainingAmpStepsSkipped",
+    "resume_mismatch": "CheckpointResumeMismatch",
+    "optimizer_desync": "OptimizerStateDesync",
 }
 
 # health rule -> the alert's `description` annotation
@@ -33,6 +35,14 @@ RULE_DESCRIPTIONS = {
     "amp_skips": (
         "The GradScaler keeps skipping steps on inf/NaN gradients, or its loss scale has "
         "collapsed: fp16 is overflowing and the run is not learning."
+    ),
+    "resume_mismatch": (
+        "The run resumed from a checkpoint that was refused or does not reproduce its saved "
+        "optimizer state: it is not continuing the training it claims to."
+    ),
+    "optimizer_desync": (
+        "The ranks of a distributed run hold different optimizer state (square_avg or "
+        "parameters): they are no longer training one model."
     ),
 }
 

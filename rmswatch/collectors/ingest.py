@@ -168,7 +168,7 @@ def _write(engine: Engine, batch: Batch, rejected: list[dict[str, Any]]) -> Writ
         counts.add(write_isolating(engine, run_pk, list(batch.telemetry), quarantine))
         if batch.status is not None:
             with write_transaction(engine) as conn:
-                close_run(conn, run_pk, batch.status)
+                close_run(conn, run_pk, batch.status, rank=batch.run.rank)
     if batch.sli_samples:
         with write_transaction(engine) as conn:
             counts.sli_samples = write_sli_samples(conn, batch.sli_samples)

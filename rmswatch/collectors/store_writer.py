@@ -236,7 +236,7 @@ class StoreWriter(BufferedSink):
     def _deliver_status(self, status: RunStatus) -> None:
         assert self._run_pk is not None
         with write_transaction(self.engine) as conn:
-            close_run(conn, self._run_pk, status)
+            close_run(conn, self._run_pk, status, rank=self._run.rank if self._run else 0)
 
     def _backoff(self, failures: int) -> float:
         return min(self.flush_interval * 2.0 ** min(failures, 16), self._retry_max)

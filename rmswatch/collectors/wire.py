@@ -1,10 +1,10 @@
 """The JSON wire format between `HttpShipper` and `POST /api/v1/ingest` (version 1).
 
 A batch is `{"version": 1, "run": {...}, "open": bool, "items": [...], "status": {...}}`; each
-item has a `kind` (`step`, `validation`, `checkpoint`, `system`, `sli`). Non-finite floats travel
-as the strings "NaN", "Infinity", "-Infinity" so any JSON parser reads them. `decode_batch` turns
-a parsed body into records: a bad envelope raises `WireError` naming the field, a bad item is
-listed in `Batch.rejected` and the rest decoded.
+item has a `kind` (`step`, `validation`, `checkpoint`, `rank_check`, `system`, `sli`).
+Non-finite floats travel as the strings "NaN", "Infinity", "-Infinity" so any JSON parser reads
+them. `decode_batch` turns a parsed body into records: a bad envelope raises `WireError` naming
+the field, a bad item is listed in `Batch.rejected` and the rest decoded.
 
 The schema is derived from the record dataclasses (`dataclasses.fields`), not written out: a new
 field on `StepRecord`, `LayerStats`, ... travels without a change here. `_RULES` adds only what a
@@ -35,6 +35,7 @@ from rmswatch.trainer_hooks.records import (
     CheckpointRecord,
     Histogram,
     LayerStats,
+    RankCheckRecord,
     RunInfo,
     RunStatus,
     StepRecord,
@@ -51,6 +52,7 @@ KINDS: dict[str, type[Any]] = {
     "step": StepRecord,
     "validation": ValidationRecord,
     "checkpoint": CheckpointRecord,
+    "rank_check": RankCheckRecord,
     "system": SystemSample,
     "sli": SliSampleRecord,
 }
@@ -87,6 +89,12 @@ _RULES: dict[type[Any], dict[str, Any]] = {
     CheckpointRecord: {
         "step": (int, Field(ge=0)),
         "size_bytes": (int | None, Field(default=None, ge=0)),
+    },
+    RankCheckRecord: {
+        "step": (int, Field(ge=0)),
+        "ranks": (tuple[_NonNegative, ...], ()),
+        "layers": (tuple[_Name, ...], ()),
+        "world_size": (int, Field(default=1, ge=1)),
     },
     SystemSample: {
         "rss_bytes": (int, Field(ge=0)),

@@ -74,18 +74,36 @@ def batches(
             yield x[idx], y[idx]
 
 
-def _checkpoint(
-    monitor: rmswatch.Monitor, path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int
-) -> None:
-    started = time.perf_counter()
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}, path)
-    monitor.record_checkpoint(
-        "save",
-        step=step,
-        seconds=time.perf_counter() - started,
-        size_bytes=path.stat().st_size,
-        path=str(path),
-    )
+def _checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int) -> None:
+    # atomic, with a manifest; its size and latency go to the watching monitor by themselves
+    rmswatch.save_checkpoint(path, model, opt, step)
+
+
+def _resume(
+    checkpoint: Path, export: Path, model: nn.Module, opt: torch.optim.Optimizer, plan: Plan
+) -> tuple[int, str]:
+    """Resume as this retrain's launcher does: from the serving export of the job's last good
+    checkpoint, which keeps the weights and the step but not the optimizer state.
+
+    `rmswatch.load_checkpoint` refuses the export (the refused load pages as
+    CheckpointResumeMismatch); the launcher then falls back to the weights alone, as it always
+    silently did: square_avg restarts at zero, so effective learning rates jump.
+    Returns the step to continue from and the fidelity verdict.
+    """
+    if checkpoint.exists() and not export.exists():
+        source = make_model(plan.seed)
+        source_opt = torch.optim.RMSprop(source.parameters(), lr=plan.lr, alpha=plan.alpha)
+        good = rmswatch.load_checkpoint(checkpoint, source, source_opt)
+        torch.save({"model": source.state_dict(), "step": good.step}, export)
+    if not export.exists():
+        return 0, "nothing to resume from: no checkpoint of this job yet"
+    try:
+        info = rmswatch.load_checkpoint(export, model, opt)
+    except rmswatch.CheckpointError as exc:
+        state = torch.load(export, weights_only=True)
+        model.load_state_dict(state["model"])
+        return int(state["step"]), f"REFUSED ({exc.reason}); resumed from the weights alone"
+    return info.step, info.fidelity.summary
 
 
 def run(
@@ -119,25 +137,18 @@ def run(
     start_step = 0
     checkpoint_path = workdir / f"{job}.pt"
 
-    monitor = rmswatch.watch(
-        opt, model=model, job=job, run_id=run_id, labels=labels, store=db, every=1
-    )
     if scenario == "resume":
-        # Resume from the job's last good checkpoint, but the optimizer state was not saved:
-        # square_avg restarts at zero, so effective learning rates jump for the first steps.
-        started = time.perf_counter()
-        if checkpoint_path.exists():
-            state = torch.load(checkpoint_path, weights_only=True)
-            model.load_state_dict(state["model"])
-            start_step = int(state["step"])
-        monitor.record_checkpoint(
-            "load",
-            step=start_step,
-            ok=False,
-            seconds=time.perf_counter() - started,
-            path=str(checkpoint_path),
-            detail="optimizer state missing from checkpoint; square_avg re-initialised to 0",
+        start_step, verdict = _resume(
+            checkpoint_path, workdir / f"{job}-weights.pt", model, opt, plan
         )
+        # not JSON: the demo prints it under the run's progress bar
+        print(f"resuming at step {start_step}; resume fidelity: {verdict}", flush=True)
+    # the load above (refused or not) is recorded through this monitor; records continue the
+    # checkpoint's step axis
+    monitor = rmswatch.watch(
+        opt, model=model, job=job, run_id=run_id, labels=labels, store=db, every=1,
+        start_step=start_step or None,
+    )  # fmt: skip
 
     print(json.dumps({"run_id": run_id, "event": "start", "steps": plan.steps}), flush=True)
     stop = {"requested": False}
@@ -182,7 +193,7 @@ def run(
                     val = loss_fn(model(x_val), y_val).item()
                 monitor.record_validation(val, step=step)
             if scenario == "healthy" and step % plan.checkpoint_every == 0:
-                _checkpoint(monitor, checkpoint_path, model, opt, step)
+                _checkpoint(checkpoint_path, model, opt, step)
             if scenario == "diverge" and first_nonfinite is None and not math.isfinite(loss.item()):
                 first_nonfinite, nonfinite_since = step, time.monotonic()
             if first_nonfinite is not None:

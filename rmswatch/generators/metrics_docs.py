@@ -57,8 +57,12 @@ histograms rather than as plain gauges with an `le` label:
   gauges with an `le` label were the alternative; `promtool check metrics` rejects them
   ("non-histogram metrics should not have \"le\" label"), and they tell PromQL nothing about
   their meaning.
-- No `_gsum` is exported: the hooks count values per bucket and do not sum them, and a made-up
-  sum would be worse than none. The `*_effective_lr_stat` gauges carry the exact mean.
+- `_gsum` is exported beside `_gcount`, as OpenMetrics requires (a strict parser such as
+  `prometheus_client`'s rejects a gauge histogram with `_gcount` and no `_gsum`). The hooks count
+  values per bucket and do not sum them, so `_gsum` is an estimate: each bucket's count times its
+  geometric centre (the first bucket at its upper bound, `+Inf` at the last finite bound), within
+  a bucket's width (a quarter decade) per value. The `*_effective_lr_stat` gauges carry the exact
+  mean.
 
 Bucket bounds (`le`), fixed for every run so that series line up across runs:
 

@@ -9,8 +9,10 @@
 
 At `on_fit_start` it attaches `rmswatch.watch()` to the trainer's RMSprop, with the module's own
 parameter names, the trainer's rank/world size, the precision plugin's GradScaler (16-mixed:
-skipped steps and the loss scale) and, when resuming (`ckpt_path=`), `start_step` from the
-trainer's `global_step`. Then, per optimizer step:
+skipped steps and the loss scale) and, when resuming (`fit(..., ckpt_path=...)`), `start_step`
+from the checkpoint's `global_step` (Lightning restores its loop state only after
+`on_fit_start`, so it is read from the checkpoint Lightning has loaded by then). Then, per
+optimizer step:
 
 * **loss**: the `loss` that `training_step` returned. Lightning divides it by
   `accumulate_grad_batches` before backward; the callback adds the micro-batches' shares of one
@@ -31,6 +33,7 @@ exception) at `on_exception`; an interrupted fit (Ctrl-C) closes as `failed` wit
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning.pytorch as pl
@@ -39,6 +42,23 @@ import torch
 import rmswatch
 from rmswatch.integrations import find_rmsprop
 from rmswatch.trainer_hooks.monitor import Monitor
+
+log = logging.getLogger(__name__)
+
+
+def _resumed_step(trainer: pl.Trainer) -> int:
+    """The optimizer steps a resumed fit has already taken, known at `on_fit_start`.
+
+    Lightning restores the loop's progress (and so `global_step`) only after `on_fit_start`; the
+    checkpoint it is restoring from is already loaded by then, and holds `global_step`.
+    """
+    if trainer.global_step:
+        return int(trainer.global_step)
+    connector = getattr(trainer, "_checkpoint_connector", None)
+    loaded = getattr(connector, "_loaded_checkpoint", None)
+    if isinstance(loaded, dict):
+        return int(loaded.get("global_step", 0) or 0)
+    return 0
 
 
 class RmswatchCallback(pl.Callback):
@@ -69,15 +89,27 @@ class RmswatchCallback(pl.Callback):
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if isinstance(scaler, torch.amp.GradScaler):
             options.setdefault("scaler", scaler)
-        if trainer.global_step:
-            options.setdefault("start_step", trainer.global_step)
+        resumed = _resumed_step(trainer)
+        if resumed:
+            options.setdefault("start_step", resumed)
         options.setdefault("rank", trainer.global_rank)
         options.setdefault("world_size", trainer.world_size)
         self.monitor = rmswatch.watch(
             optimizer, model=pl_module, job=self.job, store=self.store, **options
         )
-        self._global_step = trainer.global_step
+        self._global_step = resumed
         self._loss = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the checkpoint's loop state is restored between on_fit_start and here
+        monitor = self.monitor
+        if monitor is not None and trainer.global_step != monitor.step:
+            log.warning(
+                "rmswatch: the trainer resumed at step %d but the run's step axis is at %d",
+                trainer.global_step,
+                monitor.step,
+            )
+        self._global_step = trainer.global_step
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.interrupted:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from rmswatch._validation import StoreError
@@ -137,6 +138,19 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         conn = conn.execution_options(**{_WRITE_OPTION: True})
         with conn.begin():
             yield conn
+
+
+@contextlib.contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
+    """An ORM session inside `write_transaction`: flushed and committed on success.
+
+    A plain `Session.begin()` on SQLite starts a deferred transaction that reads first and must
+    upgrade its lock to write; under a concurrent writer that upgrade fails at once with
+    "database is locked" instead of waiting on the busy timeout. Every ORM write goes here.
+    """
+    with write_transaction(engine) as conn, Session(bind=conn) as session:
+        yield session
+        session.flush()
 
 
 def _alembic_config(connection: Connection | None = None) -> Any:

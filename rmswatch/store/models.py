@@ -61,10 +61,10 @@ class Run(Base):
 
 
 class Step(Base):
-    """Global statistics of one telemetry step."""
+    """Global statistics of one telemetry step of one rank (0 outside torch.distributed)."""
 
     __tablename__ = "steps"
-    __table_args__ = (UniqueConstraint("run_pk", "step", name="uq_steps_run_step"),)
+    __table_args__ = (UniqueConstraint("run_pk", "rank", "step", name="uq_steps_run_rank_step"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -102,16 +102,19 @@ Index("ix_steps_run_time", Step.run_pk, Step.time)
 
 
 class LayerStep(Base):
-    """Per-layer statistics of one telemetry step."""
+    """Per-layer statistics of one telemetry step of one rank."""
 
     __tablename__ = "layer_steps"
     __table_args__ = (
-        UniqueConstraint("run_pk", "step", "layer", name="uq_layer_steps_run_step_layer"),
+        UniqueConstraint(
+            "run_pk", "rank", "step", "layer", name="uq_layer_steps_run_rank_step_layer"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(BigInteger)
+    rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # repeated from the step so retention and time-range reads need no join
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     layer: Mapped[str] = mapped_column(String(512))
@@ -136,16 +139,19 @@ Index("ix_layer_steps_run_layer_step", LayerStep.run_pk, LayerStep.layer, LayerS
 
 
 class HistogramRow(Base):
-    """One layer's RMS histogram at one step; the edges live once on the run (`hist_edges`)."""
+    """One layer's RMS histogram at one step of one rank; the edges live once on the run."""
 
     __tablename__ = "histograms"
     __table_args__ = (
-        UniqueConstraint("run_pk", "step", "layer", "kind", name="uq_histograms_run_step_layer"),
+        UniqueConstraint(
+            "run_pk", "rank", "step", "layer", "kind", name="uq_histograms_run_rank_step_layer"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(BigInteger)
+    rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     layer: Mapped[str] = mapped_column(String(512))
     kind: Mapped[str] = mapped_column(String(32), default="rms")
@@ -189,6 +195,23 @@ class Checkpoint(Base):
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     path: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class RankCheck(Base):
+    """A cross-rank optimizer-state comparison of a distributed run (`status` ok/desync/skipped)."""
+
+    __tablename__ = "rank_checks"
+    __table_args__ = (UniqueConstraint("run_pk", "step", name="uq_rank_checks_run_step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(BigInteger)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))
+    ranks: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    layers: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    world_size: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class SystemSampleRow(Base):

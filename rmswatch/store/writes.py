@@ -20,6 +20,7 @@ from rmswatch.store.models import (
     Checkpoint,
     HistogramRow,
     LayerStep,
+    RankCheck,
     Run,
     SliSample,
     Step,
@@ -28,6 +29,7 @@ from rmswatch.store.models import (
 )
 from rmswatch.trainer_hooks.records import (
     CheckpointRecord,
+    RankCheckRecord,
     RunInfo,
     RunStatus,
     StepRecord,
@@ -61,6 +63,7 @@ class WriteCounts:
     histograms: int = 0
     validations: int = 0
     checkpoints: int = 0
+    rank_checks: int = 0
     system_samples: int = 0
     sli_samples: int = 0
 
@@ -145,7 +148,12 @@ def upsert_run(conn: Connection, run: RunInfo, *, reopen: bool = False) -> int:
         "gpu_seconds": 0.0,
     }
     stmt = _insert(conn, Run).values(values)
-    if reopen:
+    if reopen and run.rank != 0:
+        # Every rank of a distributed job writes into one run. Rank 0 opens, reopens and ends
+        # it and its row describes rank 0 (host, pid, labels); another rank only creates the row
+        # when it gets there first, and never reopens a run rank 0 has already ended.
+        stmt = stmt.on_conflict_do_nothing()
+    elif reopen:
         keep = {"run_id", "started_at", "gpu_seconds"}
         stmt = stmt.on_conflict_do_update(
             index_elements=["run_id"],
@@ -165,6 +173,7 @@ def write_telemetry(conn: Connection, run_pk: int, items: Sequence[Telemetry]) -
     hists: list[dict[str, Any]] = []
     validations: list[dict[str, Any]] = []
     checkpoints: list[dict[str, Any]] = []
+    rank_checks: list[dict[str, Any]] = []
     samples: list[SystemSample] = []
     newest: StepRecord | None = None
     for item in items:
@@ -182,11 +191,14 @@ def write_telemetry(conn: Connection, run_pk: int, items: Sequence[Telemetry]) -
             checkpoints.append(_checkpoint_row(run_pk, item))
         elif isinstance(item, SystemSample):
             samples.append(item)
+        elif isinstance(item, RankCheckRecord):
+            rank_checks.append(_rank_check_row(run_pk, item))
     counts.steps = _insert_ignoring_duplicates(conn, Step, steps)
     counts.layer_steps = _insert_ignoring_duplicates(conn, LayerStep, layers)
     counts.histograms = _insert_ignoring_duplicates(conn, HistogramRow, hists)
     counts.validations = _insert_ignoring_duplicates(conn, Validation, validations)
     counts.checkpoints = _insert_ignoring_duplicates(conn, Checkpoint, checkpoints)
+    counts.rank_checks = _insert_ignoring_duplicates(conn, RankCheck, rank_checks)
     counts.system_samples = _write_system_samples(conn, run_pk, samples)
     if newest is not None:
         conn.execute(
@@ -198,11 +210,16 @@ def write_telemetry(conn: Connection, run_pk: int, items: Sequence[Telemetry]) -
     return counts
 
 
-def close_run(conn: Connection, run_pk: int, status: RunStatus) -> None:
+def close_run(conn: Connection, run_pk: int, status: RunStatus, *, rank: int = 0) -> None:
+    """End the run with `status`. Of a distributed job's ranks, rank 0 ends the run; another
+    rank only marks it failed (its detail prefixed with the rank), never succeeded."""
+    if rank != 0 and status.status in ("succeeded", "running"):
+        return
+    detail = status.detail if rank == 0 else f"rank {rank}: {status.detail}"
     conn.execute(
         update(Run)
         .where(Run.id == run_pk)
-        .values(status=status.status, status_detail=status.detail, ended_at=utc(status.time))
+        .values(status=status.status, status_detail=detail, ended_at=utc(status.time))
     )
 
 
@@ -269,6 +286,7 @@ def _step_rows(
             {
                 "run_pk": run_pk,
                 "step": rec.step,
+                "rank": rec.rank,
                 "time": when,
                 "layer": name,
                 "grad_norm": _float(stats.grad_norm),
@@ -293,6 +311,7 @@ def _step_rows(
                 {
                     "run_pk": run_pk,
                     "step": rec.step,
+                    "rank": rec.rank,
                     "time": when,
                     "layer": name,
                     "kind": "rms",
@@ -325,6 +344,19 @@ def _checkpoint_row(run_pk: int, rec: CheckpointRecord) -> dict[str, Any]:
         "size_bytes": rec.size_bytes,
         "path": rec.path,
         "detail": rec.detail,
+    }
+
+
+def _rank_check_row(run_pk: int, rec: RankCheckRecord) -> dict[str, Any]:
+    return {
+        "run_pk": run_pk,
+        "step": rec.step,
+        "time": utc(rec.time),
+        "status": rec.status,
+        "ranks": list(rec.ranks),
+        "layers": list(rec.layers),
+        "detail": rec.detail,
+        "world_size": rec.world_size,
     }
 
 

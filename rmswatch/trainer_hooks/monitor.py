@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,12 @@ from rmswatch._limits import check_labels
 from rmswatch._validation import ArgumentError
 from rmswatch.trainer_hooks.adapters import adapter_for
 from rmswatch.trainer_hooks.dispatch import Dispatcher, Sampler
+from rmswatch.trainer_hooks.distributed import (
+    DEFAULT_DESYNC_EVERY,
+    DEFAULT_TIMEOUT_SECONDS,
+    RankChecks,
+    refuse_sharded_parameters,
+)
 from rmswatch.trainer_hooks.packing import Packed, Packer, Slot, decode
 from rmswatch.trainer_hooks.plan import StatsPlan, choose_plan
 from rmswatch.trainer_hooks.records import (
@@ -35,6 +42,7 @@ from rmswatch.trainer_hooks.records import (
     CheckpointRecord,
     LayerInfo,
     LayerStats,
+    RankCheckRecord,
     RunInfo,
     RunStatus,
     StepRecord,
@@ -125,7 +133,9 @@ class Monitor:
     optimizer steps already taken by the run this one resumes: the first step here is
     `start_step + 1`), `grad_hooks` (True: pre-clip gradient norms with no user line, from a
     post-accumulate-grad hook on each parameter that works only before telemetry steps; an
-    explicit `record_grad_norm` wins; see docs/hooks.md "Your loop").
+    explicit `record_grad_norm` wins; see docs/hooks.md "Your loop"). Under torch.distributed:
+    `desync_every` (compare the ranks' optimizer state every this many steps; None turns it off)
+    and `dist_timeout` (seconds, the telemetry gloo group's timeout); see docs/hooks.md.
     """
 
     def __init__(
@@ -159,6 +169,8 @@ class Monitor:
         scaler: Any = None,
         start_step: int | None = None,
         grad_hooks: bool = False,
+        desync_every: int | None = DEFAULT_DESYNC_EVERY,
+        dist_timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         self._adapter = adapter_for(optimizer)
         if start_step is not None:
@@ -180,6 +192,8 @@ class Monitor:
             _check_int("exact_every", exact_every, 1)
         if stats_threads is not None:
             _check_int("stats_threads", stats_threads, 1)
+        if desync_every is not None:
+            _check_int("desync_every", desync_every, 1)
         self._stats_threads = stats_threads
         # what every store accepts, checked before anything starts (rmswatch._limits)
         check_job(job)
@@ -192,6 +206,8 @@ class Monitor:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         self._device = params[0].device if params else torch.device("cpu")
         self._cuda = self._device.type == "cuda"
+        slots = _slots(optimizer, model)
+        refuse_sharded_parameters([s.param for s in slots], [s.name for s in slots])
         plan = choose_plan(
             self._device,
             chunk_bytes=chunk_bytes,
@@ -199,9 +215,19 @@ class Monitor:
             exact_every=exact_every,
             sample_size=sample_size,
         )
-        self._engine = StatsEngine(
-            self._adapter, optimizer, _slots(optimizer, model), plan, sample_seed=sample_seed
+        self._engine = StatsEngine(self._adapter, optimizer, slots, plan, sample_seed=sample_seed)
+        # torch.distributed: a telemetry group of its own, the agreed run_id, the desync check
+        self._ranks = RankChecks.join(
+            optimizer,
+            [s.name for s in slots],
+            [s.param for s in slots],
+            desync_every=desync_every,
+            timeout=dist_timeout,
+            clock=clock,
         )
+        if run_id is None and self._ranks is not None:
+            run_id = self._ranks.agree_run_id(uuid.uuid4().hex)
+        self._rank_checks: deque[RankCheckRecord] = deque(maxlen=keep_records)
         self._cadence = Cadence(
             every, overhead, exact_every=plan.exact_every, max_interval=max_interval
         )
@@ -212,7 +238,9 @@ class Monitor:
         self._hook_seconds = 0.0
         self._prev: tuple[bool, bool, bool] | None = None  # (full, exact, first)
         self._force_full: str | None = None  # CUDA: a verdict read late makes the next step full
-        self._step_grads: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        # weak references: holding the gradients would keep them alive into the next backward
+        # (no memory reuse: a fresh allocation and page faults for every gradient, every step)
+        self._step_grads: list[tuple[torch.Tensor, weakref.ref[torch.Tensor], int]] = []
         self._run_info = check_run(
             self._build_run_info(job, run_id, labels, rank, world_size, start_step)
         )
@@ -345,6 +373,16 @@ class Monitor:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def rank_checks(self) -> list[RankCheckRecord]:
+        """Completed cross-rank desync checks (torch.distributed only; see docs/hooks.md)."""
+        return list(self._rank_checks)
+
+    @property
+    def desync_checks_stopped(self) -> str | None:
+        """Why the desync checks stopped (ranks stepping unevenly), None while they run."""
+        return self._ranks.stopped if self._ranks is not None else None
+
     # -- hooks ---------------------------------------------------------------------------------
 
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -360,6 +398,8 @@ class Monitor:
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._hook_steps += 1
         self._step += 1
+        if self._ranks is not None:
+            self._rank_checked(self._ranks.after_step(self._step))
         now = time.perf_counter()
         step_seconds = None if self._last_step_end is None else now - self._last_step_end
         self._last_step_end = now
@@ -404,7 +444,7 @@ class Monitor:
             packed = self._sentinel_packed(host_total)
             # A loss spike seen in record_loss can still make this step full, if the
             # gradients are still this step's (not cleared or overwritten since).
-            self._step_grads = [(p, g, g._version) for p, g in grads]
+            self._step_grads = [(p, weakref.ref(g), g._version) for p, g in grads]
         # the first full step pays one-time warm-up: the cadence does not count it
         self._prev = (full, exact, full and self._cadence.full_steps == 1)
         pending = _Pending(self._step, self._clock(), step_seconds, packed, full=full)
@@ -447,7 +487,8 @@ class Monitor:
         if anomaly is None or pending.full:
             return
         unchanged = bool(self._step_grads) and all(
-            p.grad is g and g._version == version for p, g, version in self._step_grads
+            (g := ref()) is not None and p.grad is g and g._version == version
+            for p, ref, version in self._step_grads
         )
         if not unchanged:
             self._force_full = anomaly
@@ -643,6 +684,8 @@ class Monitor:
         self._handles.clear()
         self._unwrap_scaler()
         self._complete(wait=True)
+        if self._ranks is not None:
+            self._rank_checked(self._ranks.close())
         self._closed = True
         if self._dispatcher is not None:
             self._dispatcher.close(RunStatus(self._clock(), status, detail), timeout)  # type: ignore[arg-type]
@@ -686,6 +729,12 @@ class Monitor:
                 stacklevel=4,
             )
         return kept
+
+    def _rank_checked(self, records: list[RankCheckRecord]) -> None:
+        for record in records:
+            self._rank_checks.append(record)
+            if self._run_info.rank == 0:  # every rank sees the same gather; one reports it
+                self._offer(record)
 
     def _offer(self, item: Telemetry) -> None:
         if self._dispatcher is not None:

@@ -192,6 +192,26 @@ class CheckpointRecord:
     detail: str = ""
 
 
+RankCheckStatus = Literal["ok", "desync", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class RankCheckRecord:
+    """One cross-rank optimizer-state comparison of a distributed job (reported by rank 0).
+
+    `status`: "ok" (every rank bit-identical), "desync" (`ranks` lists rank 0 and the ranks that
+    differ from it, `layers` the layers that differ), "skipped" (not compared; `detail` says why).
+    """
+
+    step: int
+    time: float
+    status: RankCheckStatus
+    ranks: tuple[int, ...] = ()
+    layers: tuple[str, ...] = ()
+    detail: str = ""
+    world_size: int = 1
+
+
 @dataclass(frozen=True, slots=True)
 class SystemSample:
     time: float
@@ -213,4 +233,4 @@ class RunStatus:
     detail: str = ""
 
 
-Telemetry = StepRecord | ValidationRecord | CheckpointRecord | SystemSample
+Telemetry = StepRecord | ValidationRecord | CheckpointRecord | SystemSample | RankCheckRecord

@@ -161,3 +161,30 @@ def test_a_timed_out_request_is_retried_with_the_same_idempotency_key(
     assert first_body == retry_body  # rendered once, when decided: the retry is the same request
     if kind == "pagerduty":
         assert first_body["dedup_key"] == retry_body["dedup_key"]
+
+
+def test_notifications_for_a_receiver_no_longer_configured_wait_and_are_logged_once(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datetime import UTC
+
+    from sqlalchemy.orm import Session
+
+    from rmswatch.alerting.delivery import DeliveryWorker
+    from rmswatch.alerting.outbox import enqueue
+    from rmswatch.alerting.routing_config import OutboxConfig, ReceiverConfig
+
+    engine = store(sqlite_url)
+    gone = ReceiverConfig(name="gone", url="http://127.0.0.1:9/hook")
+    with Session(engine) as session, session.begin():
+        enqueue(session, receiver=gone, group_key="g", status="firing", fingerprints=[],
+                requests=[{}], now=datetime.now(UTC))  # fmt: skip
+    worker = DeliveryWorker(
+        engine, [], OutboxConfig(), clock=lambda: datetime.now(UTC),
+        transport=lambda *_: 200, environ={}, is_leader=lambda: True,
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="rmswatch.alerting.delivery"):
+        assert worker.warn_orphans() == ["gone"]
+        assert worker.warn_orphans() == ["gone"]
+    assert sum("'gone'" in r.getMessage() for r in caplog.records) == 1
+    engine.dispose()

@@ -47,6 +47,7 @@ def test_a_batch_is_written_and_a_retried_batch_creates_no_duplicates(engine: En
             "histograms": 10,
             "validations": 0,
             "checkpoints": 0,
+            "rank_checks": 0,
             "system_samples": 0,
             "sli_samples": 0,
         },

@@ -150,3 +150,20 @@ def test_fp16_mixed_precision_with_a_grad_scaler_records_skipped_steps_at_their_
     assert [r.loss for r in steps] == pytest.approx(module.losses, rel=1e-6)
     assert steps[2].layers["net.0.weight"].nonfinite_grad == 3
     assert steps[2].loss_scale == 2.0**10 and steps[3].loss_scale == 2.0**9
+
+
+def test_a_fit_resumed_from_a_checkpoint_continues_the_step_axis(tmp_path: Any) -> None:
+    first = _trainer(
+        RmswatchCallback(job="lightning-resume", sinks=[RecordingSink()], system_metrics=False),
+        max_steps=4,
+        enable_checkpointing=True,
+        default_root_dir=str(tmp_path),
+    )
+    first.fit(TinyModule(), _loader())
+    ckpt = tmp_path / "last.ckpt"
+    first.save_checkpoint(ckpt)
+    sink = RecordingSink()
+    callback = RmswatchCallback(job="lightning-resume", sinks=[sink], system_metrics=False)
+    _trainer(callback, max_steps=8).fit(TinyModule(), _loader(), ckpt_path=str(ckpt))
+    assert sink.run is not None and sink.run.resumed_from_step == 4
+    assert [r.step for r in sink.of(StepRecord)] == [5, 6, 7, 8]

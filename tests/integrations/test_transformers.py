@@ -70,6 +70,7 @@ def _train(tmp_path: Path, callback: RmswatchCallback, **overrides: Any) -> Any:
         "dataloader_num_workers": 0,
         "seed": 0,
     }
+    resume = overrides.pop("resume_from_checkpoint", None)
     options.update(overrides)
     trainer = transformers.Trainer(
         model=_model(),
@@ -78,7 +79,7 @@ def _train(tmp_path: Path, callback: RmswatchCallback, **overrides: Any) -> Any:
         eval_dataset=_Rows(8, seed=1),
         callbacks=[callback],
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     return trainer
 
 
@@ -130,3 +131,16 @@ def test_bf16_training_is_recorded(tmp_path: Path) -> None:
     assert [r.step for r in steps] == list(range(1, 7))
     assert all(r.loss is not None and math.isfinite(r.loss) for r in steps)
     assert sink.status is not None and sink.status.status == "succeeded"
+
+
+@pytest.mark.slow
+def test_resume_from_checkpoint_continues_the_step_axis(tmp_path: Path) -> None:
+    first = RmswatchCallback(job="hf-resume", sinks=[RecordingSink()], system_metrics=False)
+    _train(tmp_path, first, max_steps=3, save_strategy="steps", save_steps=3, eval_strategy="no")
+    checkpoint = tmp_path / "out" / "checkpoint-3"
+    assert checkpoint.is_dir()
+    sink = RecordingSink()
+    callback = RmswatchCallback(job="hf-resume", sinks=[sink], system_metrics=False)
+    _train(tmp_path, callback, eval_strategy="no", resume_from_checkpoint=str(checkpoint))
+    assert sink.run is not None and sink.run.resumed_from_step == 3
+    assert [r.step for r in sink.of(StepRecord)] == [4, 5, 6]

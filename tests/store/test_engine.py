@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -17,8 +18,8 @@ from rmswatch.store.engine import (
     upgrade,
     write_transaction,
 )
-from rmswatch.store.models import Base, Run, Step
-from rmswatch.store.writes import upsert_run
+from rmswatch.store.models import Base, HistogramRow, LayerStep, Run, Step
+from rmswatch.store.writes import upsert_run, write_telemetry
 from tests.factories import run_info, step_record
 from tests.helpers import subprocess_env
 from tests.store.test_migration_0003 import write_as_of_old_revision
@@ -66,6 +67,15 @@ def test_store_created_at_revision_0001_upgrades_in_place_keeping_its_data(
     with engine.connect() as conn:
         assert conn.execute(select(Run.run_id)).scalars().all() == ["old-run"]
         assert conn.execute(select(Step.step).order_by(Step.step)).scalars().all() == [0, 1, 2]
+        # existing rows are rank 0's
+        for table in (Step, LayerStep, HistogramRow):
+            assert set(conn.execute(select(table.rank)).scalars()) == {0}
+    # and another rank's rows for the same steps now land beside them
+    with write_transaction(engine) as conn:
+        write_telemetry(conn, run_pk, [replace(step_record(s), rank=1) for s in range(3)])
+    with engine.connect() as conn:
+        ranks = conn.execute(select(Step.rank, Step.step).order_by(Step.rank, Step.step)).all()
+    assert [tuple(r) for r in ranks] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     engine.dispose()
 
 

@@ -90,7 +90,8 @@ def test_a_0002_store_upgrades_keeping_its_rows_with_the_defaults_of_an_old_reco
     # and the upgraded store takes records of this round
     with write_transaction(engine) as conn:
         write_telemetry(conn, run_pk, [loop_record(3)])
-    assert queries.steps(engine, run_pk)["loss_scale"].tolist()[-1] == 32768.0 / 4
+    # (loop_record is rank 3's: the store keeps each rank's rows apart)
+    assert queries.steps(engine, run_pk, rank=3)["loss_scale"].tolist()[-1] == 32768.0 / 4
     engine.dispose()
 
 

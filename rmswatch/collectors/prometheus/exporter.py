@@ -46,8 +46,28 @@ def _le(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
+def _centres(bounds: Sequence[float]) -> FloatArray:
+    """Where each bucket's values are taken to lie for `_gsum`: the geometric centre.
+
+    The first bucket (from 0) counts at its upper bound, `+Inf` at the last finite bound: the
+    same assumption the effective-LR vectors make (distributions.py).
+    """
+    centres, lower = [], 0.0
+    for upper in bounds:
+        if math.isinf(upper):
+            centres.append(lower)
+        elif lower <= 0:
+            centres.append(float(upper))
+        else:
+            centres.append(math.sqrt(lower * upper))
+        lower = float(upper)
+    return np.array(centres, dtype=np.float64)
+
+
 _RMS_LE = tuple(_le(b) for b in cat.RMS_BUCKET_BOUNDS)
 _EFF_LE = tuple(_le(b) for b in cat.EFFECTIVE_LR_BUCKET_BOUNDS)
+_RMS_CENTRES = _centres(cat.RMS_BUCKET_BOUNDS)
+_EFF_CENTRES = _centres(cat.EFFECTIVE_LR_BUCKET_BOUNDS)
 _DURATION_LE = tuple(_le(b) for b in cat.STEP_DURATION_BUCKETS)
 
 
@@ -72,8 +92,19 @@ class _Families:
         )
 
     def buckets(
-        self, spec: cat.MetricSpec, counts: FloatArray, le: tuple[str, ...], **labels: str
+        self,
+        spec: cat.MetricSpec,
+        counts: FloatArray,
+        le: tuple[str, ...],
+        centres: FloatArray,
+        **labels: str,
     ) -> None:
+        """A gauge histogram: cumulative buckets, `_gcount`, and `_gsum` estimated from centres.
+
+        OpenMetrics allows `_gcount` only beside `_gsum` (strict parsers reject the scrape
+        otherwise); the hooks count values per bucket without summing them, so the sum is the
+        bucket-centre estimate, within a bucket's width per value.
+        """
         metric = self.family(spec)
         cumulative = np.cumsum(counts).tolist()
         labelled = {**self.base, **labels}
@@ -82,6 +113,7 @@ class _Families:
             Sample(bucket, {**labelled, "le": b}, c) for b, c in zip(le, cumulative, strict=True)
         )
         metric.samples.append(Sample(spec.name + "_gcount", labelled, cumulative[-1]))
+        metric.samples.append(Sample(spec.name + "_gsum", labelled, float(counts @ centres)))
 
 
 class RunCollector:
@@ -308,8 +340,8 @@ class RunCollector:
             distributions=self.layer_distributions,
         )
         if global_dists is not None:
-            f.buckets(cat.STATE_RMS, global_dists[0], _RMS_LE)
-            f.buckets(cat.EFFECTIVE_LR, global_dists[1], _EFF_LE)
+            f.buckets(cat.STATE_RMS, global_dists[0], _RMS_LE, _RMS_CENTRES)
+            f.buckets(cat.EFFECTIVE_LR, global_dists[1], _EFF_LE, _EFF_CENTRES)
         exported = [*guarded.layers, *([guarded.other] if guarded.other else [])]
         f.add(cat.EXPORTED_LAYERS, len(guarded.layers))
         for view in exported:
@@ -322,8 +354,8 @@ class RunCollector:
                 if stat in view.eff_lr:
                     f.add(cat.LAYER_EFFECTIVE_LR_STAT, view.eff_lr[stat], layer=layer, stat=stat)
             if view.rms is not None and view.eff is not None:
-                f.buckets(cat.LAYER_STATE_RMS, view.rms, _RMS_LE, layer=layer)
-                f.buckets(cat.LAYER_EFFECTIVE_LR, view.eff, _EFF_LE, layer=layer)
+                f.buckets(cat.LAYER_STATE_RMS, view.rms, _RMS_LE, _RMS_CENTRES, layer=layer)
+                f.buckets(cat.LAYER_EFFECTIVE_LR, view.eff, _EFF_LE, _EFF_CENTRES, layer=layer)
 
     def _render_layer_nonfinite(self, f: _Families, totals: dict[str, list[int]]) -> None:
         if not totals:

@@ -15,7 +15,9 @@ Conventions, the same in every function:
 
 Modules: `_runs` (runs and cost), `_steps` (per-step and per-layer statistics), `_events`
 (histograms, validations, checkpoints, system and SLI samples), `_evaluation` (SLI event counts
-and health-rule inputs of alert evaluation), `_alerts` (alert state, silences, the outbox);
+and health-rule inputs of alert evaluation), `_ranks` (distributed runs: per-layer statistics
+across ranks, stragglers, desync checks, the newest checkpoint load), `_alerts` (alert state,
+silences, the outbox);
 `_common` holds the time convention, `_frame` and the step/time filters they share.
 """
 
@@ -53,6 +55,15 @@ from rmswatch.store.queries._events import (
     system_samples,
     validations,
 )
+from rmswatch.store.queries._ranks import (
+    RANK_LAYER_FIELDS,
+    latest_checkpoint_loads,
+    latest_rank_checks,
+    layer_across_ranks,
+    rank_progress,
+    ranks,
+    stragglers,
+)
 from rmswatch.store.queries._runs import RUN_COLUMNS, gpu_hours, last_good_run, run, runs
 from rmswatch.store.queries._steps import (
     LAYER_FIELDS,
@@ -73,6 +84,7 @@ from rmswatch.store.queries._steps import (
 __all__ = [
     "COUNT_COLUMNS",
     "LAYER_FIELDS",
+    "RANK_LAYER_FIELDS",
     "RUN_COLUMNS",
     "STEP_FIELDS",
     "STEP_TAIL_COLUMNS",
@@ -92,14 +104,19 @@ __all__ = [
     "histogram_matrix",
     "histograms",
     "last_good_run",
+    "latest_checkpoint_loads",
     "latest_histogram_exact",
     "latest_layer_stats",
+    "latest_rank_checks",
+    "layer_across_ranks",
     "layer_matrix",
     "layer_names",
     "layer_series",
     "layer_stats",
     "nonfinite_totals",
     "notifications",
+    "rank_progress",
+    "ranks",
     "resolved_alerts",
     "run",
     "run_outcome_counts",
@@ -114,6 +131,7 @@ __all__ = [
     "steps",
     "steps_at",
     "steps_since",
+    "stragglers",
     "system_samples",
     "validation_outcome_counts",
     "validations",

@@ -120,14 +120,31 @@ def _stride(first: int, last: int, max_steps: int) -> int:
     return max(1, -(-(last - first + 1) // max(1, max_steps)))
 
 
+def _one_rank(table: Any, run_pk: int, rank: int | None) -> ColumnElement[bool]:
+    """One rank's rows of a distributed run: `rank`, or with None the lowest rank the run has
+    rows of in `table` (rank 0 when it wrote; a single-process run's only rank)."""
+    if rank is not None:
+        return table.rank == rank  # type: ignore[no-any-return]
+    lowest = select(func.min(table.rank)).where(table.run_pk == run_pk).scalar_subquery()
+    return table.rank == lowest  # type: ignore[no-any-return]
+
+
 def _step_bounds(
-    engine: Engine, table: Any, run_pk: int, start_step: int | None, end_step: int | None
+    engine: Engine,
+    table: Any,
+    run_pk: int,
+    start_step: int | None,
+    end_step: int | None,
+    rank: int | None = None,
 ) -> tuple[int, int]:
-    """(first, last) step of one run's rows in `table` within the range; zeros when none."""
+    """(first, last) step of one run's (one rank's) rows in `table` within the range; zeros
+    when none."""
     with engine.connect() as conn:
         row = conn.execute(
             select(func.min(table.step), func.max(table.step)).where(
-                table.run_pk == run_pk, *_step_range(table.step, start_step, end_step)
+                table.run_pk == run_pk,
+                _one_rank(table, run_pk, rank),
+                *_step_range(table.step, start_step, end_step),
             )
         ).one()
     return int(row[0] or 0), int(row[1] or 0)

@@ -20,6 +20,7 @@ from rmswatch.store.queries._common import (
     TimeLike,
     _data_columns,
     _frame,
+    _one_rank,
     _pk,
     _pks,
     _scalar,
@@ -32,12 +33,18 @@ from rmswatch.store.queries._common import (
 
 
 def histograms(
-    engine: Engine, run_pk: int, layer: str, *, kind: str = "rms", max_steps: int = 300
+    engine: Engine,
+    run_pk: int,
+    layer: str,
+    *,
+    kind: str = "rms",
+    max_steps: int = 300,
+    rank: int | None = None,
 ) -> pd.DataFrame:
     """(step, counts, zeros, nonfinite, exact) of one layer's histograms in step order, at a
     stride of at most `max_steps` distinct steps."""
     run_pk = _pk(run_pk)
-    first, last = _step_bounds(engine, HistogramRow, run_pk, None, None)
+    first, last = _step_bounds(engine, HistogramRow, run_pk, None, None, rank)
     stride = _stride(first, last, max_steps)
     statement = select(
         HistogramRow.step,
@@ -45,24 +52,38 @@ def histograms(
         HistogramRow.zeros,
         HistogramRow.nonfinite,
         HistogramRow.exact,
-    ).where(HistogramRow.run_pk == run_pk, HistogramRow.layer == layer, HistogramRow.kind == kind)
+    ).where(
+        HistogramRow.run_pk == run_pk,
+        _one_rank(HistogramRow, run_pk, rank),
+        HistogramRow.layer == layer,
+        HistogramRow.kind == kind,
+    )
     if stride > 1:
         statement = statement.where((HistogramRow.step - first) % stride == 0)
     return _frame(engine, statement.order_by(HistogramRow.step))
 
 
-def latest_histogram_exact(engine: Engine, run_pk: int, *, kind: str = "rms") -> dict[str, bool]:
+def latest_histogram_exact(
+    engine: Engine, run_pk: int, *, kind: str = "rms", rank: int | None = None
+) -> dict[str, bool]:
     """Per layer, whether its histogram at the run's last histogram step was exact rather than
     estimated from a sample (the layer's statistics at that step come from the same selection)."""
     last = (
         select(func.max(HistogramRow.step))
-        .where(HistogramRow.run_pk == run_pk, HistogramRow.kind == kind)
+        .where(
+            HistogramRow.run_pk == run_pk,
+            _one_rank(HistogramRow, run_pk, rank),
+            HistogramRow.kind == kind,
+        )
         .scalar_subquery()
     )
     with engine.connect() as conn:
         rows = conn.execute(
             select(HistogramRow.layer, HistogramRow.exact).where(
-                HistogramRow.run_pk == run_pk, HistogramRow.kind == kind, HistogramRow.step == last
+                HistogramRow.run_pk == run_pk,
+                _one_rank(HistogramRow, run_pk, rank),
+                HistogramRow.kind == kind,
+                HistogramRow.step == last,
             )
         ).all()
     return {str(layer): bool(exact) for layer, exact in rows}
@@ -77,6 +98,7 @@ def histogram_matrix(
     start_step: int | None = None,
     end_step: int | None = None,
     max_points: int | None = None,
+    rank: int | None = None,
 ) -> pd.DataFrame:
     """One layer's histograms as a heatmap matrix: index `step`, one column per bucket named by
     its lower edge (the run's `hist_edges`), values = counts. `attrs["edges"]` has all edges,
@@ -86,6 +108,7 @@ def histogram_matrix(
         HistogramRow.step, HistogramRow.counts, HistogramRow.zeros, HistogramRow.nonfinite
     ).where(
         HistogramRow.run_pk == run_pk,
+        _one_rank(HistogramRow, run_pk, rank),
         HistogramRow.layer == layer,
         HistogramRow.kind == kind,
         *_step_range(HistogramRow.step, start_step, end_step),

@@ -19,6 +19,7 @@ from rmswatch.store.queries._common import (
     TimeLike,
     _data_columns,
     _frame,
+    _one_rank,
     _pk,
     _scalar,
     _step_bounds,
@@ -49,12 +50,16 @@ def steps(
     since: TimeLike | None = None,
     until: TimeLike | None = None,
     max_points: int | None = None,
+    rank: int | None = None,
 ) -> pd.DataFrame:
     """Every global statistic per step (loss, norms, lr, effective-LR quantiles, non-finite
-    counts) in step order; `max_points` thins in SQL, always keeping the newest step."""
+    counts) in step order; `max_points` thins in SQL, always keeping the newest step. `rank`:
+    whose rows in a distributed run (every per-step, per-layer and histogram read takes it);
+    None reads the lowest rank the run has, rank 0 when it wrote."""
     run_pk = _pk(run_pk)
     statement = select(*_data_columns(Step)).where(
         Step.run_pk == run_pk,
+        _one_rank(Step, run_pk, rank),
         *_step_range(Step.step, start_step, end_step),
         *_time_range(Step.time, since, until),
     )
@@ -87,25 +92,29 @@ def step_series(
     *,
     start_step: int | None = None,
     end_step: int | None = None,
+    rank: int | None = None,
 ) -> pd.DataFrame:
     """`step` plus the named `steps` columns of one run, in step order."""
-    where = [Step.run_pk == _pk(run_pk)]
+    run_pk = _pk(run_pk)
+    where = [Step.run_pk == run_pk, _one_rank(Step, run_pk, rank)]
     return _series(engine, Step, columns, where, start_step, end_step)
 
 
-def step_bounds(engine: Engine, run_pk: int) -> tuple[int, int, int]:
+def step_bounds(engine: Engine, run_pk: int, *, rank: int | None = None) -> tuple[int, int, int]:
     """(first step, last step, number of telemetry steps) of a run; zeros when it has none."""
     run_pk = _pk(run_pk)
     with engine.connect() as conn:
         row = conn.execute(
             select(func.min(Step.step), func.max(Step.step), func.count()).where(
-                Step.run_pk == run_pk
+                Step.run_pk == run_pk, _one_rank(Step, run_pk, rank)
             )
         ).one()
     return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
 
 
-def steps_at(engine: Engine, run_pk: int, moments: Sequence[TimeLike]) -> list[int | None]:
+def steps_at(
+    engine: Engine, run_pk: int, moments: Sequence[TimeLike], *, rank: int | None = None
+) -> list[int | None]:
     """For each moment, the last telemetry step recorded at or before it (None before the first)."""
     run_pk = _pk(run_pk)
     found: list[int | None] = []
@@ -113,7 +122,9 @@ def steps_at(engine: Engine, run_pk: int, moments: Sequence[TimeLike]) -> list[i
         for moment in moments:
             value = conn.execute(
                 select(func.max(Step.step)).where(
-                    Step.run_pk == run_pk, Step.time <= as_datetime(moment)
+                    Step.run_pk == run_pk,
+                    _one_rank(Step, run_pk, rank),
+                    Step.time <= as_datetime(moment),
                 )
             ).scalar()
             found.append(None if value is None else int(value))
@@ -173,6 +184,7 @@ def layer_stats(
     since: TimeLike | None = None,
     until: TimeLike | None = None,
     max_points: int | None = None,
+    rank: int | None = None,
 ) -> pd.DataFrame:
     """Per-layer statistics, long form (one row per step and layer), ordered by step, layer.
 
@@ -181,6 +193,7 @@ def layer_stats(
     run_pk = _pk(run_pk)
     statement = select(*_data_columns(LayerStep)).where(
         LayerStep.run_pk == run_pk,
+        _one_rank(LayerStep, run_pk, rank),
         *_step_range(LayerStep.step, start_step, end_step),
         *_time_range(LayerStep.time, since, until),
     )
@@ -195,6 +208,7 @@ def layer_stats(
             since=since,
             until=until,
             max_points=max_points,
+            rank=rank,
         )["step"].tolist()
         statement = statement.where(LayerStep.step.in_(kept))
     return _frame(engine, statement.order_by(LayerStep.step, LayerStep.layer), ("time",))
@@ -208,9 +222,15 @@ def layer_series(
     *,
     start_step: int | None = None,
     end_step: int | None = None,
+    rank: int | None = None,
 ) -> pd.DataFrame:
     """`step` plus the named `layer_stats` columns of one layer of one run, in step order."""
-    where = [LayerStep.run_pk == _pk(run_pk), LayerStep.layer == layer]
+    run_pk = _pk(run_pk)
+    where = [
+        LayerStep.run_pk == run_pk,
+        _one_rank(LayerStep, run_pk, rank),
+        LayerStep.layer == layer,
+    ]
     return _series(engine, LayerStep, columns, where, start_step, end_step)
 
 
@@ -222,16 +242,21 @@ def layer_matrix(
     max_steps: int = 400,
     start_step: int | None = None,
     end_step: int | None = None,
+    rank: int | None = None,
 ) -> pd.DataFrame:
     """Long frame (step, layer, value) of one per-layer column at a stride of at most
     `max_steps` distinct steps, for heatmaps."""
     run_pk = _pk(run_pk)
     _known("layer", [column], LAYER_FIELDS)
-    first, last = _step_bounds(engine, LayerStep, run_pk, start_step, end_step)
+    first, last = _step_bounds(engine, LayerStep, run_pk, start_step, end_step, rank)
     stride = _stride(first, last, max_steps)
     statement = select(
         LayerStep.step, LayerStep.layer, LayerStep.__table__.c[column].label("value")
-    ).where(LayerStep.run_pk == run_pk, *_step_range(LayerStep.step, start_step, end_step))
+    ).where(
+        LayerStep.run_pk == run_pk,
+        _one_rank(LayerStep, run_pk, rank),
+        *_step_range(LayerStep.step, start_step, end_step),
+    )
     if stride > 1:
         statement = statement.where((LayerStep.step - first) % stride == 0)
     return _frame(engine, statement.order_by(LayerStep.step))
@@ -251,14 +276,15 @@ def layer_names(engine: Engine, run_pk: int) -> list[str]:
     return sorted(row[0] for row in rows)
 
 
-def latest_layer_stats(engine: Engine, run_pk: int) -> pd.DataFrame:
+def latest_layer_stats(engine: Engine, run_pk: int, *, rank: int | None = None) -> pd.DataFrame:
     """Every layer's statistics at the run's last step with per-layer statistics."""
     run_pk = _pk(run_pk)
-    names = ["layer", *sorted(LAYER_FIELDS - {"layer", "step"})]
-    last = select(func.max(LayerStep.step)).where(LayerStep.run_pk == run_pk).scalar_subquery()
+    names = ["layer", *sorted(LAYER_FIELDS - {"layer", "step", "rank"})]
+    mine = (LayerStep.run_pk == run_pk, _one_rank(LayerStep, run_pk, rank))
+    last = select(func.max(LayerStep.step)).where(*mine).scalar_subquery()
     statement = (
         select(*(LayerStep.__table__.c[name] for name in names))
-        .where(LayerStep.run_pk == run_pk, LayerStep.step == last)
+        .where(*mine, LayerStep.step == last)
         .order_by(LayerStep.id)
     )
     return _frame(engine, statement, ("time",))
