@@ -339,7 +339,8 @@ def validation_delta_figure(deltas: pd.DataFrame) -> go.Figure:
         )
     values = deltas["delta"].astype(float).to_numpy()
     finite = np.abs(values[np.isfinite(values) & (values != 0)])
-    linthresh = float(np.median(finite)) if finite.size else 1.0
+    # a round threshold (0.01, not 0.0616) gives round tick labels: 0, 0.01, 0.1, 1, ...
+    linthresh = 10.0 ** math.floor(math.log10(float(np.median(finite)))) if finite.size else 1.0
     outlier = flag_outliers(deltas["delta"]).to_numpy()
     fig = figure(title)
     fig.add_bar(
