@@ -53,7 +53,7 @@ class Evaluator:
             for spec in self.slos
         }
         self._last_now: float | None = None
-        self._tails = health_eval.TailCache(engine, config)
+        self._health = health_eval.HealthState(engine, config)
         self.slo_table = pd.DataFrame()
         self._url_time: tuple[float, str] = (math.nan, "")
         self._url_ids: dict[tuple[str, str], str] = {}
@@ -75,10 +75,9 @@ class Evaluator:
             found += slo_eval.findings(state, table, runs)
         self.slo_table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         running = runs[runs["status"] == "running"]
-        tails = self._tails.update(running, now_s, self._last_now)
-        found += health_eval.findings(self.engine, self.config, runs, tails, now_s, self._last_now)
+        found += self._health.findings(runs, now_s, self._last_now)
         found += step_windows.findings(
-            self.slos, running, tails, self.config.health.nonfinite.kinds
+            self.slos, running, self._health.running_tails, self.config.health.nonfinite.kinds
         )
         self._last_now = now_s
         return [self.signal(f, now_s) for f in found]

@@ -1,13 +1,16 @@
-"""Training-health rules over each running run's recent steps: one verdict per (rule, run).
+"""Training-health rules over each run's recent steps: one verdict per (rule, run).
 
-Pure functions of DataFrames (from `rmswatch.alerting.store_inputs`); step-based windows
-count telemetry rows (one per `every` optimizer steps), newest last.
+Pure functions of DataFrames (from `rmswatch.store.queries.alerts_sli`) and of the little memory
+the evaluator keeps per run between ticks (`RunMemory`); step-based windows count telemetry rows
+(one per `every` optimizer steps), newest last. Every row logged since the previous tick is
+judged, not only the newest: a NaN or a spike between two ticks is not missed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,6 +28,52 @@ class Verdict:
     summary: str
 
 
+@dataclass
+class RunMemory:
+    """What the evaluator remembers about one run between ticks.
+
+    `evaluated_step`: the newest step judged at the previous tick (None before the first).
+    `best_loss`: the lowest smoothed loss seen so far, the divergence baseline: it never
+    rises, so a divergence cannot drag its own baseline up after it.
+    `resume_reference`: for a resumed run, the optimizer's own contribution to the effective
+    lr (eff_lr / lr) over the last window of the run it resumed from; None when unknown.
+    `first_window`: that contribution over the resumed run's first window, once it has one.
+    """
+
+    evaluated_step: float | None = None
+    best_loss: float = math.inf
+    resume_reference: float | None = None
+    first_window: float | None = None
+
+
+@dataclass(frozen=True)
+class HealthInputs:
+    """Everything one tick's health rules read (frames from `store.queries.alerts_sli`)."""
+
+    runs: pd.DataFrame  # the runs judged: running, or ended since the previous tick
+    tails: pd.DataFrame
+    validations: pd.DataFrame
+    failures: pd.DataFrame
+    now: float
+    memory: Mapping[int, RunMemory] = field(default_factory=dict)
+    # per run: the job's previous succeeded runs' loss by step and validations (`history`)
+    history: Mapping[int, JobHistory] = field(default_factory=dict)
+    # each run's newest checkpoint load and cross-rank check (`queries.ranks`), when read
+    loads: pd.DataFrame | None = None
+    rank_checks: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class JobHistory:
+    """Previous succeeded retrains of a run's job: `losses` (run_pk, step, loss), one row per
+    telemetry step, `final_steps` (their last step) and `final_validation` (their last
+    validation loss)."""
+
+    losses: pd.DataFrame
+    final_steps: tuple[float, ...]
+    final_validation: tuple[float, ...]
+
+
 def rows_needed(config: HealthConfig) -> int:
     """Telemetry rows per run the step-based rules look at."""
     return max(
@@ -33,6 +82,7 @@ def rows_needed(config: HealthConfig) -> int:
         config.grad_norm_variance.reference_steps + config.grad_norm_variance.window_steps,
         2 * config.eff_lr_jump.window_steps,
         config.amp_skips.window_steps,
+        config.slow_convergence.smooth_steps,
     )
 
 
@@ -50,51 +100,100 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def nonfinite(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int]) -> list[Verdict]:
+def _new_rows(frame: pd.DataFrame, memory: Mapping[int, RunMemory], newest: int) -> pd.Series:
+    """Each run's newest `newest` rows, and every row logged since the previous tick judged
+    it (a run seen for the first time has only its newest rows judged: an evaluator that
+    restarts must not page again for a NaN long over)."""
+    since = frame["run_pk"].map(
+        {pk: m.evaluated_step for pk, m in memory.items() if m.evaluated_step is not None}
+    )
+    unseen = since.notna() & (frame["step"] > since)
+    return unseen | (_positions(frame) < newest)
+
+
+def nonfinite(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int],
+              memory: Mapping[int, RunMemory]) -> list[Verdict]:  # fmt: skip
+    """Non-finite counts in any row since the previous tick (and the newest `window_steps`).
+    A step the GradScaler skipped is AMP doing its job, not garbage in the weights: repeated
+    skips are `amp_skips`' to judge."""
     rule = config.nonfinite
-    recent = tails[_positions(tails) < rule.window_steps]
+    judged = tails[_new_rows(tails, memory, rule.window_steps) & (tails["skipped"] != 1)]
     columns = [f"nonfinite_{k}" for k in rule.kinds]
-    sums = recent.groupby("run_pk")[columns].sum()
-    last_step = recent.groupby("run_pk")["step"].max()
+    sums = judged.groupby("run_pk")[columns].sum()
+    bad = judged[judged[columns].sum(axis=1) > 0]
+    first_bad = bad.groupby("run_pk")["step"].min()
     by_column = {c: sums[c].to_dict() for c in columns}
     out = []
     for pk in run_pks:
         counts = {c: float(by_column[c].get(pk, 0)) for c in columns}
         total = sum(counts.values())
         parts = ", ".join(f"{c.removeprefix('nonfinite_')} {int(counts[c])}" for c in columns)
-        step = int(_number(last_step, pk, -1))
-        summary = f"{int(total)} non-finite values ({parts}) at step {step}"
+        step = int(_number(first_bad, pk, -1))
+        summary = f"{int(total)} non-finite values ({parts}) since step {step}"
         out.append(Verdict("nonfinite", pk, total > 0, total, summary))
     return out
 
 
-def divergence(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int]) -> list[Verdict]:
+def divergence(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int],
+               memory: Mapping[int, RunMemory]) -> list[Verdict]:  # fmt: skip
+    """The loss stayed above `factor` x the run's best smoothed loss for `consecutive_steps`
+    rows (or the gradient norm was exactly 0 for them while the loss stayed above
+    `zero_grad_factor` x that best: nothing can learn any more). The baseline is the lowest
+    rolling median (`median_window_steps` rows, at least half full) the run has had, kept
+    across ticks in `memory`: it never follows a divergence up, so the alert stays firing
+    while the loss stays up and resolves when the loss comes back or the run ends."""
     rule = config.divergence
-    position = _positions(tails)
-    last = tails[position < rule.consecutive_steps]
-    reference = tails[
-        (position >= rule.consecutive_steps)
-        & (position < rule.consecutive_steps + rule.median_window_steps)
-    ]
-    finite_ref = reference[np.isfinite(reference["loss"])]
-    median = finite_ref.groupby("run_pk")["loss"].median()
-    # a reference of a handful of steps says nothing about "recent": want half the window
-    enough = finite_ref.groupby("run_pk").size() >= max(1, rule.median_window_steps // 2)
-    lowest = last.groupby("run_pk")["loss"].min()
-    count = last.groupby("run_pk").size()
+    n = rule.consecutive_steps
     out = []
-    for pk in run_pks:
-        med = _number(median, pk)
-        low = _number(lowest, pk)
-        full = _number(count, pk, 0) >= rule.consecutive_steps and _number(enough, pk, 0) > 0
-        ratio = low / med if full and med > 0 and not math.isnan(low) else math.nan
-        active = bool(ratio > rule.factor)
-        summary = (
-            f"loss {_fmt(low)} is {_fmt(ratio)}x its recent median {_fmt(med)} for "
-            f"{rule.consecutive_steps} steps (threshold {rule.factor}x)"
+    for key, rows in tails.groupby("run_pk", sort=False):
+        pk = int(key)  # type: ignore[arg-type]
+        state = memory.get(pk) or RunMemory()
+        loss = rows["loss"].to_numpy(dtype=float)
+        grad = rows["grad_norm"].to_numpy(dtype=float)
+        finite = np.where(np.isfinite(loss), loss, np.nan)
+        smooth = (
+            pd.Series(finite)
+            .rolling(rule.median_window_steps, min_periods=max(1, rule.median_window_steps // 2))
+            .median()
+            .to_numpy()
         )
-        out.append(Verdict("divergence", pk, active, None if math.isnan(ratio) else ratio, summary))
-    return out
+        # the baseline before row i: the best smoothed loss up to the row before i's window
+        running_best = np.fmin.accumulate(np.where(np.isnan(smooth), np.inf, smooth))
+        before = np.concatenate([np.full(n, np.inf), running_best[:-n]])[: len(loss)]
+        before = np.minimum(before, state.best_loss)
+        low = pd.Series(loss).rolling(n).min().to_numpy()
+        zero = pd.Series(grad == 0.0).rolling(n).sum().to_numpy() >= n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(before > 0, low / before, np.nan)
+        above = ratio > rule.factor
+        collapsed = zero & (ratio > rule.zero_grad_factor)
+        judged = _new_rows(rows, memory, 1).to_numpy()
+        hits = (above | collapsed) & judged
+        newest_best = (
+            float(min(state.best_loss, running_best[-1])) if len(loss) else state.best_loss
+        )
+        state.best_loss = newest_best
+        active = bool(hits.any())
+        where = int(np.flatnonzero(hits)[-1]) if active else len(loss) - 1
+        value = float(ratio[where]) if len(loss) and math.isfinite(ratio[where]) else math.nan
+        baseline = float(before[where]) if len(loss) else math.nan
+        if active and collapsed[where] and not above[where]:
+            summary = (
+                f"gradient norm exactly 0 for {n} steps while the loss {_fmt(low[where])} is "
+                f"{_fmt(value)}x its best smoothed level {_fmt(baseline)}: nothing is learning"
+            )
+        else:
+            summary = (
+                f"loss {_fmt(low[where]) if len(loss) else 'n/a'} has been {_fmt(value)}x its "
+                f"best smoothed level {_fmt(baseline)} for {n} steps (threshold {rule.factor}x)"
+            )
+        out.append(Verdict("divergence", pk, active, None if math.isnan(value) else value, summary))
+    seen = {v.run_pk for v in out}
+    out += [
+        Verdict("divergence", pk, False, None, "no steps yet") for pk in run_pks if pk not in seen
+    ]
+    wanted = set(run_pks)
+    return [v for v in out if v.run_pk in wanted]
 
 
 def stalled(config: HealthConfig, runs: pd.DataFrame, now: float) -> list[Verdict]:
@@ -111,25 +210,39 @@ def stalled(config: HealthConfig, runs: pd.DataFrame, now: float) -> list[Verdic
     return out
 
 
+def validation_noise(values: np.ndarray) -> float:
+    """A robust estimate of one validation loss's noise: the median absolute successive
+    difference, scaled to a standard deviation (1.4826 / sqrt 2); NaN with under 4 values."""
+    if len(values) < 4:
+        return math.nan
+    return float(np.median(np.abs(np.diff(values))) * 1.4826 / math.sqrt(2.0))
+
+
 def validation_regression(
     config: HealthConfig, validations: pd.DataFrame, run_pks: list[int]
 ) -> list[Verdict]:
+    """The last `window` validation losses are all worse than the best earlier one by more
+    than `tolerance` and by more than `noise_factor` x the validation noise: a noisy
+    validation set needs a proportionately larger regression before it is evidence."""
     rule = config.validation_regression
     by_run = {pk: g["value"].to_numpy(dtype=float) for pk, g in validations.groupby("run_pk")}
     out = []
     for pk in run_pks:
         values = by_run.get(pk, np.array([]))
         values = values[np.isfinite(values)]
-        active, ratio = False, math.nan
+        active, ratio, noise, best = False, math.nan, math.nan, math.nan
         if len(values) > rule.window:
             best = float(values[: -rule.window].min())
             recent = values[-rule.window :]
+            noise = validation_noise(values)
             if best > 0:
                 ratio = float(recent.min()) / best
-                active = bool((recent > best * (1 + rule.tolerance)).all())
+            margin = max(abs(best) * rule.tolerance, rule.noise_factor * noise)
+            active = bool(not math.isnan(noise) and (recent > best + margin).all())
         summary = (
             f"last {rule.window} validation losses are {_fmt(ratio)}x or more the best earlier "
-            f"one (tolerance {rule.tolerance:.0%})"
+            f"one {_fmt(best)} (needs more than {rule.tolerance:.0%} and {rule.noise_factor:g}x "
+            f"the validation noise {_fmt(noise)})"
         )
         out.append(
             Verdict(
@@ -181,33 +294,86 @@ def grad_norm_variance(
     return out
 
 
-def eff_lr_jump(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int]) -> list[Verdict]:
+def optimizer_contribution(frame: pd.DataFrame) -> pd.Series:
+    """eff_lr_mean / lr: what RMSProp's 1 / (sqrt(v) + eps) makes of the learning rate, without
+    the learning rate itself (a scheduler's warm-up or decay is not the optimizer's doing)."""
+    lr = frame["lr"].where(frame["lr"] > 0)
+    return frame["eff_lr_mean"] / lr
+
+
+def eff_lr_jump(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int],
+                memory: Mapping[int, RunMemory]) -> list[Verdict]:  # fmt: skip
+    """Three ways the effective lr jumps that a schedule never causes:
+
+    - the optimizer's own contribution (eff_lr / lr) rose more than `factor` x between the
+      last two `window_steps` windows (square_avg collapsed: gradients vanished, state reset);
+    - a resumed run's first window is more than `factor` x the last window of the run it
+      resumed from (its checkpoint lost the optimizer state: square_avg restarted at 0);
+    - the lr itself rose more than `factor` x from one telemetry step to the next (a person
+      raised it by hand; schedulers' warm-ups rise a little per step).
+
+    A fall in eff_lr / lr follows growing gradients (and every fresh run's square_avg warm-up),
+    which the divergence rule judges; it is not reported here.
+    """
     rule = config.eff_lr_jump
-    # Windows count steps that have an eff-LR: in budget mode most records are sentinel-only
-    # (no eff-LR), and counting them would leave the windows forever short of full.
-    frame = tails[np.isfinite(tails["eff_lr_mean"].astype("float64"))]
-    frame = frame.assign(window=_positions(frame) // rule.window_steps)
-    frame = frame[frame["window"] < 2]
-    means = frame.groupby(["run_pk", "window"])["eff_lr_mean"].mean()
-    sizes = frame.groupby(["run_pk", "window"]).size()
-    mean_of, size_of = means.to_dict(), sizes.to_dict()
+    # windows count steps that have an eff-LR: in budget mode most records are sentinel-only
+    with_eff = tails[np.isfinite(tails["eff_lr_mean"].astype("float64"))]
+    frame = with_eff.assign(
+        window=_positions(with_eff) // rule.window_steps,
+        contribution=optimizer_contribution(with_eff),
+    )
+    usable = frame[(frame["window"] < 2) & np.isfinite(frame["contribution"])]
+    means = usable.groupby(["run_pk", "window"])["contribution"].mean().to_dict()
+    sizes = usable.groupby(["run_pk", "window"]).size().to_dict()
+    judged = tails[_new_rows(tails, memory, 1)]
+    lr_step = judged["lr"] / tails.groupby("run_pk")["lr"].shift(1).reindex(judged.index)
+    lr_jump = judged.assign(lr_step=lr_step)[lr_step > rule.factor]
+    raised = lr_jump.groupby("run_pk").agg(step=("step", "max"), ratio=("lr_step", "max"))
     out = []
     for pk in run_pks:
+        state = memory.get(pk) or RunMemory()
         active, ratio = False, math.nan
-        if (pk, 0) in size_of and (pk, 1) in size_of:
-            full = size_of[(pk, 0)] >= rule.window_steps and size_of[(pk, 1)] >= rule.window_steps
-            before = float(mean_of[(pk, 1)])
-            if full and before > 0:
-                ratio = float(mean_of[(pk, 0)]) / before
-                active = ratio > rule.factor or ratio < 1 / rule.factor
         summary = (
-            f"effective-LR mean changed {_fmt(ratio)}x between the last two "
-            f"{rule.window_steps}-step windows (threshold {rule.factor}x)"
+            f"the optimizer's contribution to the effective lr (eff_lr / lr) changed "
+            f"{{ratio}}x between the last two {rule.window_steps}-step windows "
+            f"(threshold {rule.factor}x)"
         )
+        full = sizes.get((pk, 0), 0) >= rule.window_steps
+        if full and sizes.get((pk, 1), 0) >= rule.window_steps and means[(pk, 1)] > 0:
+            ratio = float(means[(pk, 0)]) / float(means[(pk, 1)])
+            active = ratio > rule.factor
+        if state.resume_reference and state.first_window:
+            resumed = state.first_window / state.resume_reference
+            if resumed > rule.factor:
+                active, ratio = True, resumed
+                summary = (
+                    "after the resume, the optimizer's contribution to the effective lr is "
+                    "{ratio}x what it was at the end of the run it resumed from: the "
+                    "checkpoint did not restore the optimizer state (square_avg restarted at 0)"
+                )
+        if pk in raised.index:
+            lr_ratio = float(raised.loc[pk, "ratio"])  # type: ignore[arg-type]
+            active, ratio = True, max(lr_ratio, ratio) if not math.isnan(ratio) else lr_ratio
+            summary = (
+                f"the learning rate was raised {_fmt(lr_ratio)}x in one step at step "
+                f"{int(raised.loc[pk, 'step'])} (a change by hand, not a schedule)"  # type: ignore[arg-type]
+            )
         out.append(
-            Verdict("eff_lr_jump", pk, active, None if math.isnan(ratio) else ratio, summary)
-        )
+            Verdict(
+                "eff_lr_jump", pk, bool(active), None if math.isnan(ratio) else ratio,
+                summary.replace("{ratio}", _fmt(ratio)),
+            )
+        )  # fmt: skip
     return out
+
+
+def first_window_contribution(tails: pd.DataFrame, pk: int, window_steps: int) -> float | None:
+    """The mean eff_lr / lr over a run's first `window_steps` telemetry rows (None until it
+    has that many)."""
+    rows = tails[tails["run_pk"] == pk].sort_values("step").head(window_steps)
+    values = optimizer_contribution(rows)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) >= window_steps else None
 
 
 def checkpoint_failures(
@@ -278,39 +444,107 @@ def optimizer_desync(checks: pd.DataFrame, run_pks: list[int]) -> list[Verdict]:
     return out
 
 
-def evaluate_health(
-    config: HealthConfig,
-    runs: pd.DataFrame,
-    tails: pd.DataFrame,
-    validations: pd.DataFrame,
-    failures: pd.DataFrame,
-    now: float,
-    *,
-    loads: pd.DataFrame | None = None,
-    rank_checks: pd.DataFrame | None = None,
-) -> list[Verdict]:
-    """Every enabled rule's verdict for every run in `runs` (the running ones)."""
+# ------------------------------------------------------------------- against the job's history
+
+
+def slow_convergence(config: HealthConfig, tails: pd.DataFrame, run_pks: list[int],
+                     history: Mapping[int, JobHistory]) -> list[Verdict]:  # fmt: skip
+    """The run's smoothed loss is more than `factor` x what the job's previous succeeded
+    retrains had at the same step (their median; at their end, for one that ended before this
+    step), from `min_steps` on: a flat loss curve."""
+    rule = config.slow_convergence
+    out = []
+    newest = tails.groupby("run_pk").tail(rule.smooth_steps)
+    for pk in run_pks:
+        active, ratio, summary = False, math.nan, "no previous retrains of this job to compare"
+        past = history.get(pk)
+        rows = newest[newest["run_pk"] == pk]
+        finite = rows["loss"][np.isfinite(rows["loss"])]
+        if past is not None and not past.losses.empty and len(finite) >= rule.smooth_steps // 2:
+            step = float(rows["step"].max())
+            lo = step - rule.smooth_steps * max(1.0, _stride(rows))
+            near = past.losses[(past.losses["step"] > lo) & (past.losses["step"] <= step)]
+            # a previous retrain that ended before this step is compared at its end
+            ended = past.losses.groupby("run_pk")["step"].transform("max") <= lo
+            final = past.losses[ended].groupby("run_pk").tail(rule.smooth_steps)
+            near = pd.concat([near, final])
+            per_run = near.groupby("run_pk")["loss"].median()
+            if step >= rule.min_steps and len(per_run):
+                then = float(per_run.median())
+                now = float(finite.median())
+                ratio = now / then if then > 0 else math.nan
+                active = bool(ratio > rule.factor)
+                summary = (
+                    f"loss {_fmt(now)} at step {int(step)} is {_fmt(ratio)}x the {_fmt(then)} the "
+                    f"job's previous {len(per_run)} retrains had there (threshold {rule.factor}x)"
+                )
+        out.append(
+            Verdict("slow_convergence", pk, active, None if math.isnan(ratio) else ratio, summary)
+        )
+    return out
+
+
+def _stride(rows: pd.DataFrame) -> float:
+    steps = rows["step"].to_numpy(dtype=float)
+    return float(np.median(np.diff(steps))) if len(steps) > 1 else 1.0
+
+
+def overspend(config: HealthConfig, runs: pd.DataFrame, validations: pd.DataFrame,
+              history: Mapping[int, JobHistory]) -> list[Verdict]:  # fmt: skip
+    """The run has taken more than `factor` x the steps the job's previous succeeded retrains
+    took in all, and has still not reached the validation loss they ended at."""
+    rule = config.overspend
+    best_val = validations.groupby("run_pk")["value"].min()
+    out = []
+    for run in runs.to_dict("records"):
+        pk = int(run["run_pk"])
+        past = history.get(pk)
+        active, ratio, summary = False, math.nan, "no previous retrains of this job to compare"
+        step = float(run["last_step"]) if run["last_step"] is not None else math.nan
+        if past is not None and past.final_steps and not math.isnan(step):
+            budget = float(np.median(past.final_steps))
+            target = float(np.median(past.final_validation)) if past.final_validation else math.nan
+            best = _number(best_val, pk)
+            ratio = step / budget if budget > 0 else math.nan
+            reached = not math.isnan(best) and not math.isnan(target) and best <= target
+            active = bool(ratio > rule.factor and not reached)
+            summary = (
+                f"{int(step)} steps, {_fmt(ratio)}x the {int(budget)} the job's previous "
+                f"retrains took, and its best validation loss {_fmt(best)} has not reached "
+                f"their {_fmt(target)} (threshold {rule.factor}x)"
+            )
+        out.append(Verdict("overspend", pk, active, None if math.isnan(ratio) else ratio, summary))
+    return out
+
+
+def evaluate_health(config: HealthConfig, inputs: HealthInputs) -> list[Verdict]:
+    """Every enabled rule's verdict for every run in `inputs.runs`."""
+    runs, memory = inputs.runs, inputs.memory
     run_pks = [int(pk) for pk in runs["run_pk"]]
-    tails = tails.sort_values(["run_pk", "step"])
+    tails = inputs.tails.sort_values(["run_pk", "step"])
     verdicts: list[Verdict] = []
     if config.nonfinite.enabled:
-        verdicts += nonfinite(config, tails, run_pks)
+        verdicts += nonfinite(config, tails, run_pks, memory)
     if config.divergence.enabled:
-        verdicts += divergence(config, tails, run_pks)
+        verdicts += divergence(config, tails, run_pks, memory)
     if config.stalled.enabled:
-        verdicts += stalled(config, runs, now)
+        verdicts += stalled(config, runs, inputs.now)
     if config.validation_regression.enabled:
-        verdicts += validation_regression(config, validations, run_pks)
+        verdicts += validation_regression(config, inputs.validations, run_pks)
     if config.grad_norm_variance.enabled:
         verdicts += grad_norm_variance(config, tails, run_pks)
     if config.eff_lr_jump.enabled:
-        verdicts += eff_lr_jump(config, tails, run_pks)
+        verdicts += eff_lr_jump(config, tails, run_pks, memory)
     if config.checkpoint_failures.enabled:
-        verdicts += checkpoint_failures(config, failures, run_pks)
+        verdicts += checkpoint_failures(config, inputs.failures, run_pks)
     if config.amp_skips.enabled:
         verdicts += amp_skips(config, tails, run_pks)
-    if config.resume_mismatch.enabled and loads is not None:
-        verdicts += resume_mismatch(loads, run_pks)
-    if config.optimizer_desync.enabled and rank_checks is not None:
-        verdicts += optimizer_desync(rank_checks, run_pks)
+    if config.slow_convergence.enabled:
+        verdicts += slow_convergence(config, tails, run_pks, inputs.history)
+    if config.overspend.enabled:
+        verdicts += overspend(config, runs, inputs.validations, inputs.history)
+    if config.resume_mismatch.enabled and inputs.loads is not None:
+        verdicts += resume_mismatch(inputs.loads, run_pks)
+    if config.optimizer_desync.enabled and inputs.rank_checks is not None:
+        verdicts += optimizer_desync(inputs.rank_checks, run_pks)
     return verdicts

@@ -62,7 +62,10 @@ def _step_latency(engine: Engine, config: Config, spec: SloSpec, since: float,
 def _retrain_success(engine: Engine, config: Config, spec: SloSpec, since: float,
                      bucket_s: int) -> pd.DataFrame:  # fmt: skip
     sli = spec.sli
-    return q.run_outcome_counts(engine, since, bucket_s, sli.good_statuses, sli.bad_statuses)
+    return q.run_outcome_counts(
+        engine, since, bucket_s, sli.good_statuses, sli.bad_statuses,
+        incident_is_bad=sli.incident_is_bad,
+    )  # fmt: skip
 
 
 def _checkpoint_success(engine: Engine, config: Config, spec: SloSpec, since: float,
@@ -153,6 +156,8 @@ def numbers(state: SloState) -> pd.DataFrame:
     table["events_period"] = total_p
     table["bad_period"] = total_p - good_p
     remaining = budget_remaining(total_p - good_p, total_p, budget)
+    # two bad events out of two say nothing about a 10% budget: too few events, no verdict
+    remaining = np.where(total_p >= spec.effective_min_events, remaining, np.nan)
     table["budget_remaining"] = remaining
     fastest_long = None
     for window in windows.windows:
@@ -215,7 +220,10 @@ def findings(state: SloState, table: pd.DataFrame, runs: pd.DataFrame) -> list[F
             )
             summary = texts.SLO_SUMMARY.format(
                 slo=spec.name, objective=spec.objective, job=job, burns=burns,
-                budget=budget_words(row.budget_remaining, window_label(spec.period)),
+                budget=budget_words(
+                    row.budget_remaining, window_label(spec.period), row.events_period,
+                    spec.effective_min_events,
+                ),
             )  # fmt: skip
             description = texts.SLO_DESCRIPTION.format(
                 description=spec.description, severity=severity,
@@ -240,7 +248,9 @@ def findings(state: SloState, table: pd.DataFrame, runs: pd.DataFrame) -> list[F
     return out
 
 
-def budget_words(remaining: Any, period: str) -> str:
+def budget_words(remaining: Any, period: str, events: Any = math.inf, needed: int = 1) -> str:
+    if events < needed or math.isnan(remaining):
+        return texts.BUDGET_TOO_FEW.format(events=events, needed=needed, period=period)
     # "-13233% left" reads as a bug at 3 a.m.; an overspent budget says how many budgets went
     if remaining < 0:
         return texts.BUDGET_SPENT.format(period=period, budgets=1 - remaining)

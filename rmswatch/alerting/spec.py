@@ -92,6 +92,9 @@ class SliSpec(StrictModel):
     # e.g. a cancelled run is neither)
     good_statuses: tuple[str, ...] = ("succeeded",)
     bad_statuses: tuple[str, ...] = ("failed", "crashed", "stalled")
+    # retrain_success: a run closed `succeeded` while a page fired about it ("succeeded with
+    # incident") counts as a failure; false counts it by its status alone
+    incident_is_bad: bool = True
 
     @model_validator(mode="after")
     def _kind_needs_its_fields(self) -> SliSpec:
@@ -184,6 +187,7 @@ class DivergenceRule(_Rule):
     factor: float = Field(gt=1)
     consecutive_steps: int = Field(ge=1)
     median_window_steps: int = Field(ge=1)
+    zero_grad_factor: float = Field(default=1.5, gt=1)
 
 
 class StalledRule(_Rule):
@@ -193,6 +197,7 @@ class StalledRule(_Rule):
 class ValidationRegressionRule(_Rule):
     window: int = Field(ge=1)
     tolerance: float = Field(ge=0)
+    noise_factor: float = Field(default=3.0, ge=0)
 
 
 class GradNormVarianceRule(_Rule):
@@ -223,6 +228,18 @@ class AmpSkipsRule(_Rule):
     min_loss_scale: float = Field(gt=0)
 
 
+class SlowConvergenceRule(_Rule):
+    factor: float = Field(gt=1)
+    smooth_steps: int = Field(ge=2)
+    min_steps: int = Field(ge=0)
+    history_runs: int = Field(ge=1)
+
+
+class OverspendRule(_Rule):
+    factor: float = Field(gt=1)
+    history_runs: int = Field(ge=1)
+
+
 class ResumeMismatchRule(_Rule):
     """Active while a run's newest checkpoint load failed or its resume fidelity mismatched."""
 
@@ -240,6 +257,8 @@ _HEALTH_FIELDS = (
     "eff_lr_jump",
     "checkpoint_failures",
     "amp_skips",
+    "slow_convergence",
+    "overspend",
     "resume_mismatch",
     "optimizer_desync",
 )
@@ -274,6 +293,10 @@ class HealthConfig(StrictModel):
         default_factory=lambda: _default_rule("checkpoint_failures")
     )
     amp_skips: AmpSkipsRule = Field(default_factory=lambda: _default_rule("amp_skips"))
+    slow_convergence: SlowConvergenceRule = Field(
+        default_factory=lambda: _default_rule("slow_convergence")
+    )
+    overspend: OverspendRule = Field(default_factory=lambda: _default_rule("overspend"))
     resume_mismatch: ResumeMismatchRule = Field(
         default_factory=lambda: _default_rule("resume_mismatch")
     )

@@ -24,6 +24,8 @@ from rmswatch.store.queries import (
 __all__ = [
     "checkpoint_failures",
     "checkpoint_save_counts",
+    "losses",
+    "previous_runs",
     "empty_tails",
     "latest_checkpoint_loads",
     "latest_rank_checks",
@@ -69,6 +71,18 @@ def validations(engine: Engine, run_pks: Sequence[int]) -> pd.DataFrame:
 
 def checkpoint_failures(engine: Engine, run_pks: Sequence[int], since: float) -> pd.DataFrame:
     return _seconds(queries.checkpoint_failures(engine, run_pks, since), "last_failure_at")
+
+
+def previous_runs(engine: Engine, job: str, before: float, limit: int) -> pd.DataFrame:
+    """The job's newest `limit` runs that started before `before` (epoch seconds), any status,
+    newest first, with their times in seconds."""
+    frame = queries.runs(engine, job=job, active_to=before - 1e-6).head(limit)
+    return _seconds(frame, "started_at", "ended_at", "last_step_at")
+
+
+def losses(engine: Engine, run_pk: int) -> pd.DataFrame:
+    """(step, loss) of one run, in step order."""
+    return queries.step_series(engine, run_pk, ["loss"])
 
 
 def latest_checkpoint_loads(engine: Engine, run_pks: Sequence[int]) -> pd.DataFrame:

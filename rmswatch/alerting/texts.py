@@ -19,6 +19,9 @@ RULE_ALERTNAMES = {
     "eff_lr_jump": "EffectiveLrJump",
     "checkpoint_failures": "CheckpointSaveFailures",
     "amp_skips": "TrainingAmpStepsSkipped",
+    # judged against the job's previous retrains: built-in evaluator only (no Prometheus rule)
+    "slow_convergence": "TrainingSlowConvergence",
+    "overspend": "TrainingOverspend",
     "resume_mismatch": "CheckpointResumeMismatch",
     "optimizer_desync": "OptimizerStateDesync",
 }
@@ -26,15 +29,34 @@ RULE_ALERTNAMES = {
 # health rule -> the alert's `description` annotation
 RULE_DESCRIPTIONS = {
     "nonfinite": "The loss or gradients hold NaN/Inf values: the run's updates are garbage.",
-    "divergence": "The loss has stayed far above its recent median for several steps.",
+    "divergence": (
+        "The loss has stayed far above its normal level for several steps (the built-in "
+        "evaluator: above the best level this run reached, or gradients exactly zero while the "
+        "loss stays high)."
+    ),
     "stalled": "The run is marked running but has logged no step for too long.",
-    "validation_regression": "Validation loss has got worse than its best for several checks.",
+    "validation_regression": (
+        "Validation loss has got worse than its best for several checks, by more than its own "
+        "noise."
+    ),
     "grad_norm_variance": "Gradient-norm variance left the range of its recent windows.",
-    "eff_lr_jump": "The mean effective learning rate jumped between consecutive windows.",
+    "eff_lr_jump": (
+        "The effective learning rate jumped (the built-in evaluator: the optimizer's own "
+        "contribution eff_lr / lr rose, a resume restarted square_avg, or the learning rate "
+        "was raised by hand)."
+    ),
     "checkpoint_failures": "Checkpoint saves are failing: a crash now would lose progress.",
     "amp_skips": (
         "The GradScaler keeps skipping steps on inf/NaN gradients, or its loss scale has "
         "collapsed: fp16 is overflowing and the run is not learning."
+    ),
+    "slow_convergence": (
+        "The loss is well above what the job's previous retrains had at the same step: the run "
+        "is converging too slowly (lr too low, alpha too close to 1)."
+    ),
+    "overspend": (
+        "The run has taken far more steps than the job's previous retrains and has not reached "
+        "their validation loss: it is spending compute they did not need."
     ),
     "resume_mismatch": (
         "The run resumed from a checkpoint that was refused or does not reproduce its saved "
@@ -55,6 +77,7 @@ SLO_DESCRIPTION = (
     "bad: {bad:.0f}."
 )
 BUDGET_SPENT = "the {period} error budget is spent ({budgets:.3g}x the budget)"
+BUDGET_TOO_FEW = "too few events ({events:.0f} of {needed}) to judge the budget"
 BUDGET_LEFT = "{remaining:.0%} of the {period} budget left"
 SLO_STEPS_SUMMARY = (
     "SLO {slo} ({objective:g}%) for {job} run {run_id}: burn {long}x over its last "

@@ -321,14 +321,7 @@ class Demo:
                 thread.join()
         diverged = self.wait_for(is_divergence_page, timeout=60)
         self.say("")
-        self.say(
-            "all scenarios finished. "
-            + (
-                "The divergence page reached the webhook."
-                if diverged
-                else "WARNING: the divergence page did not reach the webhook in time."
-            )
-        )
+        self.say("all scenarios finished. " + divergence_outcome(self.db_url, diverged))
         self.say(
             f"  open http://127.0.0.1:{self.port}/oncall?job=ranker-retrain&run={DIVERGED_RUN}"
             " to triage it, and export the postmortem from /postmortem."
@@ -357,6 +350,56 @@ def is_divergence_page(n: Notification) -> bool:
         and n.alertname in DIVERGENCE_ALERTS
         and _run_of(n) == DIVERGED_RUN
     )
+
+
+def divergence_outcome(db_url: str, delivered: bool) -> str:
+    """What happened to the diverging run's page, from the store: delivered, decided but not
+    delivered (and why), or never raised (the detector missed it: said so, with the numbers)."""
+    if delivered:
+        return "The divergence page reached the webhook."
+    from sqlalchemy import select
+
+    from rmswatch.store.engine import make_engine
+    from rmswatch.store.models_alerting import AlertFiringRow, NotificationRow
+    from rmswatch.store.queries import run as run_record
+    from rmswatch.store.queries import step_series
+
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            fired = conn.execute(
+                select(AlertFiringRow.alertname, AlertFiringRow.started_at).where(
+                    AlertFiringRow.run_id == DIVERGED_RUN,
+                    AlertFiringRow.alertname.in_(DIVERGENCE_ALERTS),
+                    AlertFiringRow.severity == "page",
+                )
+            ).first()
+            waiting = conn.execute(
+                select(NotificationRow.attempts, NotificationRow.last_error).where(
+                    NotificationRow.delivered_at.is_(None)
+                )
+            ).all()
+        if fired is not None:
+            errors = sorted({e for _, e in waiting if e})
+            return (
+                f"WARNING: {fired.alertname} fired on {DIVERGED_RUN} at {fired.started_at:%H:%M:%S}"
+                f" but its notification had not reached the webhook: {len(waiting)} waiting in "
+                f"the outbox" + (f" (last error: {errors[-1]})" if errors else "") + "."
+            )
+        record = run_record(engine, DIVERGED_RUN)
+        if record is None:
+            return f"WARNING: {DIVERGED_RUN} never reached the store, so nothing could page."
+        losses = step_series(engine, int(record["run_pk"]), ["loss", "nonfinite_loss"])
+        finite = losses["loss"][losses["loss"].abs() < float("inf")]
+        return (
+            f"WARNING: no divergence page fired for {DIVERGED_RUN} (the detector missed it): "
+            f"status {record['status']}, loss {finite.iloc[0]:.3g} -> {finite.max():.3g} at its "
+            f"highest, {int((losses['nonfinite_loss'] > 0).sum())} non-finite steps."
+            if len(finite)
+            else f"WARNING: no divergence page fired for {DIVERGED_RUN} (the detector missed it)."
+        )
+    finally:
+        engine.dispose()
 
 
 def _terminate_group(proc: subprocess.Popen[str], timeout: float) -> None:

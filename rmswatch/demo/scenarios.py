@@ -44,8 +44,10 @@ class Plan:
     seed: int = 0
 
 
-def make_task(n_train: int = 4096, n_val: int = 1024) -> tuple[torch.Tensor, ...]:
-    """A teacher network labels Gaussian inputs: learnable, deterministic, no downloads."""
+def make_task(n_train: int = 16384, n_val: int = 1024) -> tuple[torch.Tensor, ...]:
+    """A teacher network labels Gaussian inputs: learnable, deterministic, no downloads. Large
+    enough that a healthy retrain does not overfit (4096 samples did: its validation loss
+    ended well above its best, a fair ValidationLossRegression ticket on a "healthy" run)."""
     gen = torch.Generator().manual_seed(1234)  # the task is the same for every run of a job
     teacher = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 10))
     with torch.no_grad():
@@ -169,9 +171,12 @@ def run(
                 break
             step = start_step + i + 1
             if scenario == "diverge" and i >= plan.steps // 3:
-                # someone "fixed" a slow run by raising the learning rate mid-run
+                # someone "fixed" a slow run by raising the learning rate mid-run, x3 a step up
+                # to 1e38 (torch refuses an lr beyond float32's range): an update of any weight
+                # with a non-zero gradient is then inf on every CPU (IEEE), whatever the rounding
+                # before; the loss climbing many decades on the way is a (finite) divergence page
                 for group in opt.param_groups:
-                    group["lr"] = min(group["lr"] * 3.0, 1e30)
+                    group["lr"] = min(group["lr"] * 3.0, 1e38)
             if scenario == "stall" and i == plan.steps // 2:
                 # a data-loader deadlock: the process is alive, no step ever comes
                 print(json.dumps({"run_id": run_id, "event": "stalled", "step": step}), flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pytest
@@ -9,12 +10,14 @@ import pytest
 from rmswatch.alerting.evaluate import Evaluator, evaluate, slo_status
 from rmswatch.alerting.signals import Signal
 from rmswatch.config import Config
+from rmswatch.store.models import Run
 from tests.alerting.slo_store import (
     T0,
     add_checkpoint,
     add_run,
     add_steps,
     add_validations,
+    at,
     new_store,
 )
 
@@ -112,12 +115,14 @@ def test_ticket_rules_validation_eff_lr_grad_variance_and_checkpoints(sqlite_url
     rows = steps(1200, T0, 1.0)
     for row in rows:
         i = int(row["step"])  # type: ignore[call-overload]
+        row["lr"] = 1e-4
         row["eff_lr_mean"] = 0.001 if i < 1100 else 0.01
-        row["grad_norm"] = (1.0 + 0.05 * (i % 2)) if i < 1100 else (1.0 + 5.0 * (i % 2))
+        row["grad_norm"] = (1.0 + 0.05 * (i % 2)) if i < 1150 else (1.0 + 5.0 * (i % 2))
     add_steps(engine, pk, rows)
-    add_validations(engine, pk, [(100, T0 + 100, 1.0), (200, T0 + 200, 0.8),
-                                 (300, T0 + 300, 0.9), (400, T0 + 400, 0.95),
-                                 (500, T0 + 500, 1.1)])  # fmt: skip
+    # a smooth curve, then three checks well outside its noise
+    curve = [1.0, 0.9, 0.85, 0.82, 0.80, 0.79, 1.2, 1.3, 1.4]
+    add_validations(engine, pk, [(100 * (k + 1), T0 + 100 * (k + 1), v)
+                                 for k, v in enumerate(curve)])  # fmt: skip
     add_checkpoint(engine, pk, 1000, T0 + 1000, ok=False)
     signals = evaluate(engine, Config(), T0 + 1200)
     for name in ("ValidationLossRegression", "EffectiveLrJump", "GradNormVarianceOutOfRange",
@@ -125,7 +130,7 @@ def test_ticket_rules_validation_eff_lr_grad_variance_and_checkpoints(sqlite_url
         found = active(signals, name, run_id="r1")
         assert found and found[0].severity == "ticket", name
     jump = active(signals, "EffectiveLrJump")[0]
-    assert jump.value == pytest.approx(10.0) and jump.for_seconds == 300
+    assert jump.value == pytest.approx(10.0) and jump.for_seconds == 60
 
 
 def test_an_eff_lr_jump_is_seen_through_sentinel_only_steps(sqlite_url: str) -> None:
@@ -136,6 +141,7 @@ def test_an_eff_lr_jump_is_seen_through_sentinel_only_steps(sqlite_url: str) -> 
     for row in rows:
         i = int(row["step"])  # type: ignore[call-overload]
         row["full"] = i % 2 == 0
+        row["lr"] = 1e-4 if i % 2 == 0 else None  # judged on eff_lr / lr
         row["eff_lr_mean"] = (0.001 if i < 1000 else 0.01) if i % 2 == 0 else None
     add_steps(engine, pk, rows)
     signals = evaluate(engine, Config(), T0 + 1200)
@@ -187,3 +193,180 @@ def test_evaluation_reads_postgresql_the_same_way(pg_url: str) -> None:
     assert active(signals, "TrainingNonFinite", run_id="r1")
     table = slo_status(engine, Config(), T0 + HOUR)
     assert table.set_index(["slo", "key"]).loc[("retrain-success", "retrain"), "events_1h"] == 1
+
+
+def _loss_rows(first: int, last: int, loss: float, **columns: object) -> list[dict[str, object]]:
+    return [
+        {"step": i, "time": T0 + i, "loss": loss, "grad_norm": 1.0, "step_seconds": 1.0,
+         **columns}
+        for i in range(first, last)
+    ]  # fmt: skip
+
+
+def test_a_finite_divergence_stays_firing_while_the_loss_stays_up(sqlite_url: str) -> None:
+    engine = new_store(sqlite_url)
+    pk = add_run(engine, "r1")
+    evaluator = Evaluator(engine, Config())
+    add_steps(engine, pk, _loss_rows(0, 300, 1.0))
+    assert not active(evaluator.tick(T0 + 300), "TrainingLossDivergence")
+    # the loss climbs many decades and stays there, finite, far longer than the 200-step
+    # smoothing window: the baseline is the run's best level, so it never follows the loss up
+    for start in range(300, 1000, 100):
+        add_steps(engine, pk, _loss_rows(start, start + 100, 1e30))
+        found = active(evaluator.tick(T0 + start + 100), "TrainingLossDivergence", run_id="r1")
+        assert found and found[0].severity == "page", start
+        assert found[0].value == pytest.approx(1e30)
+    add_steps(engine, pk, _loss_rows(1000, 1100, 1.0))  # it comes back: resolved
+    assert not active(evaluator.tick(T0 + 1100), "TrainingLossDivergence")
+
+
+def test_gradients_collapsed_to_zero_while_the_loss_stays_high_are_a_divergence(
+    sqlite_url: str,
+) -> None:
+    engine = new_store(sqlite_url)
+    pk = add_run(engine, "r1")
+    evaluator = Evaluator(engine, Config())
+    add_steps(engine, pk, _loss_rows(0, 300, 1.0))
+    evaluator.tick(T0 + 300)
+    add_steps(engine, pk, _loss_rows(300, 330, 2.0, grad_norm=0.0))  # 2x: under factor 3
+    [found] = active(evaluator.tick(T0 + 330), "TrainingLossDivergence", run_id="r1")
+    assert "gradient norm exactly 0" in found.annotations["summary"]
+
+
+def test_a_spike_between_two_ticks_is_judged_and_fires_once(sqlite_url: str) -> None:
+    engine = new_store(sqlite_url)
+    pk = add_run(engine, "r1")
+    evaluator = Evaluator(engine, Config())
+    add_steps(engine, pk, _loss_rows(0, 300, 1.0))
+    evaluator.tick(T0 + 300)
+    # 20 steps at 50x and back to normal, all logged between two ticks
+    add_steps(engine, pk, _loss_rows(300, 320, 50.0) + _loss_rows(320, 360, 1.0))
+    assert active(evaluator.tick(T0 + 360), "TrainingLossDivergence", run_id="r1")
+    add_steps(engine, pk, _loss_rows(360, 400, 1.0))
+    assert not active(evaluator.tick(T0 + 400), "TrainingLossDivergence")
+
+
+def test_a_nan_in_a_run_that_ended_before_the_next_tick_still_fires(sqlite_url: str) -> None:
+    engine = new_store(sqlite_url)
+    pk = add_run(engine, "r1")
+    evaluator = Evaluator(engine, Config())
+    add_steps(engine, pk, _loss_rows(0, 100, 1.0))
+    evaluator.tick(T0 + 100)
+    add_steps(
+        engine, pk, [*_loss_rows(100, 101, 1.0, nonfinite_loss=1), *_loss_rows(101, 102, 1.0)]
+    )
+    with engine.begin() as conn:  # the job's guard aborts it at once
+        conn.execute(Run.__table__.update().where(Run.id == pk).values(
+            status="failed", ended_at=at(T0 + 102)))  # fmt: skip
+    [nan] = active(evaluator.tick(T0 + 110), "TrainingNonFinite", run_id="r1")
+    assert nan.severity == "page"
+    assert not active(evaluator.tick(T0 + 120), "TrainingNonFinite")  # the run ended: resolved
+
+
+def _lr_rows(lrs: Sequence[float], contribution: float) -> list[dict[str, object]]:
+    return [
+        {"step": i, "time": T0 + i, "loss": 1.0, "grad_norm": 1.0, "lr": lr,
+         "eff_lr_mean": lr * contribution}
+        for i, lr in enumerate(lrs)
+    ]  # fmt: skip
+
+
+def test_a_scheduled_warm_up_raises_no_effective_lr_alert(sqlite_url: str) -> None:
+    engine = new_store(sqlite_url)
+    pk = add_run(engine, "r1")
+    # linear warm-up from 1e-5 to 1e-3 over 200 steps, then cosine-like decay: eff_lr follows
+    # the schedule 100x up, but the optimizer's own contribution (eff_lr / lr) is unchanged
+    warm = [1e-5 + (1e-3 - 1e-5) * i / 200 for i in range(200)]
+    decay = [1e-3 * (0.5 + 0.5 * math.cos(math.pi * i / 400)) + 1e-6 for i in range(400)]
+    evaluator = Evaluator(engine, Config())
+    rows = _lr_rows(warm + decay, 1000.0)
+    for start in range(0, 600, 50):
+        add_steps(engine, pk, rows[start : start + 50])
+        assert not active(evaluator.tick(T0 + start + 50), "EffectiveLrJump"), start
+
+
+def test_a_learning_rate_raised_by_hand_is_an_effective_lr_jump(sqlite_url: str) -> None:
+    engine = new_store(sqlite_url)
+    pk = add_run(engine, "r1")
+    evaluator = Evaluator(engine, Config())
+    rows = _lr_rows([1e-3] * 250 + [1e-2] * 50, 1000.0)
+    add_steps(engine, pk, rows[:250])
+    assert not active(evaluator.tick(T0 + 250), "EffectiveLrJump")
+    add_steps(engine, pk, rows[250:])
+    [jump] = active(evaluator.tick(T0 + 300), "EffectiveLrJump", run_id="r1")
+    assert jump.value == pytest.approx(10.0)
+    assert "raised 10x in one step at step 250" in jump.annotations["summary"]
+
+
+def test_a_resume_that_lost_its_optimizer_state_is_an_effective_lr_jump(sqlite_url: str) -> None:
+    engine = new_store(sqlite_url)
+    before = add_run(engine, "r1", status="succeeded", ended=T0 + 300)
+    add_steps(engine, before, _lr_rows([1e-3] * 300, 1000.0))
+    resumed = add_run(engine, "r2", started=T0 + 400)
+    with engine.begin() as conn:
+        conn.execute(Run.__table__.update().where(Run.id == resumed).values(resumed_from_step=300))
+    # square_avg restarted at zero: 1 / sqrt(v) is 20x what it was before the resume
+    rows = [{**r, "step": 300 + int(r["step"]), "time": T0 + 400 + float(r["time"]) - T0}  # type: ignore[arg-type]
+            for r in _lr_rows([1e-3] * 150, 20_000.0)]  # fmt: skip
+    add_steps(engine, resumed, rows)
+    [jump] = active(evaluate(engine, Config(), T0 + 560), "EffectiveLrJump", run_id="r2")
+    assert jump.value == pytest.approx(20.0)
+    assert "did not restore the optimizer state" in jump.annotations["summary"]
+
+
+def test_validation_regression_needs_evidence_beyond_the_validation_noise(
+    sqlite_url: str,
+) -> None:
+    engine = new_store(sqlite_url)
+    pk = add_run(engine, "r1")
+    add_steps(engine, pk, steps(10, T0, 1.0))
+    # a noisy validation set: the last three are 3-6% above the best, well inside its noise
+    noisy = [1.0, 0.80, 0.95, 0.78, 0.92, 0.81, 0.83, 0.82, 0.80]
+    add_validations(engine, pk, [(10 * (k + 1), T0 + k, v) for k, v in enumerate(noisy)])
+    assert not active(evaluate(engine, Config(), T0 + 20), "ValidationLossRegression")
+
+
+def test_an_slo_with_two_events_does_not_call_its_budget_spent(sqlite_url: str) -> None:
+    engine = new_store(sqlite_url)
+    for k in range(2):  # two finished runs, each ending worse than its best validation
+        pk = add_run(engine, f"r{k}", status="succeeded", started=T0 + k * 100,
+                     ended=T0 + k * 100 + 50)  # fmt: skip
+        add_validations(engine, pk, [(10, T0 + k * 100 + 10, 0.5), (20, T0 + k * 100 + 20, 0.9)])
+    table = slo_status(engine, Config(), T0 + 1000)
+    row = table[table["slo"] == "validation-improvement"].iloc[0]
+    assert row["events_period"] == 2 and row["bad_period"] == 2
+    assert math.isnan(row["budget_remaining"])
+    signals = evaluate(engine, Config(), T0 + 1000)
+    summary = next(s for s in signals if s.labels.get("slo") == "validation-improvement")
+    assert "spent" not in summary.annotations["summary"]
+    assert "too few events (2 of 5) to judge the budget" in summary.annotations["summary"]
+
+
+def test_slow_convergence_and_overspend_are_judged_against_the_jobs_previous_retrains(
+    sqlite_url: str,
+) -> None:
+    engine = new_store(sqlite_url)
+    for k in range(2):  # two earlier retrains: loss 2 -> 0.5 over 400 steps, val 0.6 at the end
+        pk = add_run(engine, f"old-{k}", status="succeeded", started=T0 + k * 1000,
+                     ended=T0 + k * 1000 + 400)  # fmt: skip
+        add_steps(engine, pk, [{"step": i, "time": T0 + k * 1000 + i,
+                                "loss": 2.0 - 1.5 * i / 400} for i in range(1, 401)])  # fmt: skip
+        add_validations(engine, pk, [(400, T0 + k * 1000 + 400, 0.6)])
+    start = T0 + 5000
+    slow = add_run(engine, "slow", started=start)
+    # a flat loss (lr far too low) for 900 steps: 1.9 where the history was at 0.5 by step 400
+    add_steps(engine, slow, [{"step": i, "time": start + i, "loss": 1.9}
+                             for i in range(1, 901)])  # fmt: skip
+    add_validations(engine, slow, [(800, start + 800, 1.8)])
+    signals = evaluate(engine, Config(), start + 901)
+    [lagging] = active(signals, "TrainingSlowConvergence", run_id="slow")
+    assert lagging.severity == "ticket" and lagging.value > 1.5
+    [spent] = active(signals, "TrainingOverspend", run_id="slow")
+    assert "900 steps" in spent.annotations["summary"] and spent.value == pytest.approx(2.25)
+    # a retrain keeping pace with its history raises neither
+    good = add_run(engine, "good", started=start)
+    add_steps(engine, good, [{"step": i, "time": start + i, "loss": 2.0 - 1.5 * i / 400}
+                             for i in range(1, 301)])  # fmt: skip
+    signals = evaluate(engine, Config(), start + 901)
+    assert not active(signals, "TrainingSlowConvergence", run_id="good")
+    assert not active(signals, "TrainingOverspend", run_id="good")

@@ -112,3 +112,26 @@ def test_history_keeps_every_firing_with_its_own_run_start_end_and_peak(sqlite_u
         "firing",
         "resolved",
     ]
+
+
+def test_a_run_that_succeeded_while_a_page_fired_about_it_is_succeeded_with_incident(
+    sqlite_url: str,
+) -> None:
+    from rmswatch.store import queries
+    from tests.alerting.slo_store import T0, add_run
+
+    engine, clock = store(sqlite_url), Clock()
+    cfg = config([{"name": "oncall", "url": "http://127.0.0.1:9/h"}], {"receiver": "oncall"})
+    for run_id in ("run-1", "run-2", "run-3"):
+        add_run(engine, run_id, job="resnet-retrain", status="succeeded", ended=T0 + 50)
+    run_tick(engine, cfg, clock(), lambda *_: [signal(run_id="run-1")])  # a page
+    run_tick(engine, cfg, clock.advance(30), lambda *_: [signal(run_id="run-2", severity="ticket")])
+    verdicts = dict(zip(*[queries.runs(engine)[c] for c in ("run_id", "verdict")], strict=True))
+    assert verdicts == {"run-1": "succeeded with incident", "run-2": "succeeded",
+                        "run-3": "succeeded"}  # fmt: skip
+    assert queries.run(engine, "run-1")["verdict"] == "succeeded with incident"
+    counts = queries.run_outcome_counts(engine, T0, 60, ["succeeded"], ["failed"],
+                                        incident_is_bad=True)  # fmt: skip
+    assert (counts["good"].sum(), counts["total"].sum()) == (2, 3)
+    by_status = queries.run_outcome_counts(engine, T0, 60, ["succeeded"], ["failed"])
+    assert by_status["good"].sum() == 3  # configurable: incident_is_bad: false

@@ -22,6 +22,7 @@ from rmswatch.store.queries._common import (
     as_datetime,
     epoch_seconds,
 )
+from rmswatch.store.queries._runs import had_incident
 
 _NONFINITE_COLUMNS = {
     "loss": Step.nonfinite_loss,
@@ -94,16 +95,22 @@ def run_outcome_counts(
     bucket_seconds: int,
     good_statuses: Sequence[str],
     bad_statuses: Sequence[str],
+    *,
+    incident_is_bad: bool = False,
 ) -> pd.DataFrame:
-    """Per (run, bucket of its end): 1 finished run, good if it succeeded.
+    """Per (run, bucket of its end): 1 finished run, good if it succeeded (and, with
+    `incident_is_bad`, no page fired about it: "succeeded with incident" is bad).
 
     Runs still marked running are not events at all: a finished job is not a crashed job.
     """
     bucket = _bucket(engine, Run.ended_at, bucket_seconds)
+    good: ColumnElement[bool] = Run.status.in_(list(good_statuses))
+    if incident_is_bad:
+        good = and_(good, ~had_incident())
     statement = select(
         Run.id,
         bucket.label("bucket"),
-        case((Run.status.in_(list(good_statuses)), 1), else_=0),
+        case((good, 1), else_=0),
         1,
     ).where(
         Run.ended_at.is_not(None),
@@ -211,10 +218,12 @@ def sample_counter_increases(
 _STEP_TAIL_SELECT = (
     Step.run_pk, Step.step, Step.time, Step.loss, Step.grad_norm, Step.eff_lr_mean,
     Step.step_seconds, Step.nonfinite_loss, Step.nonfinite_grad, Step.nonfinite_param,
-    Step.nonfinite_state, Step.skipped, Step.loss_scale,
+    Step.nonfinite_state, Step.skipped, Step.loss_scale, Step.lr,
 )  # fmt: skip
 STEP_TAIL_COLUMNS = tuple(str(column.key) for column in _STEP_TAIL_SELECT)
-_TAIL_FLOATS = ("loss", "grad_norm", "eff_lr_mean", "step_seconds", "loss_scale", "skipped")
+_TAIL_FLOATS = (
+    "loss", "grad_norm", "eff_lr_mean", "step_seconds", "loss_scale", "skipped", "lr",
+)  # fmt: skip
 
 
 def empty_tails() -> pd.DataFrame:

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, exists, or_, select
 
 from rmswatch.store.models import Run
+from rmswatch.store.models_alerting import AlertFiringRow
 from rmswatch.store.queries._common import TimeLike, _frame, _scalar, as_datetime
 
 # what `runs` and `run` select; `run_pk` is the key every per-run query takes
@@ -36,6 +37,22 @@ _RUN_SELECT = (
 )
 RUN_COLUMNS = tuple(str(column.key) for column in _RUN_SELECT)
 _RUN_TIMES = ("started_at", "ended_at", "last_step_at")
+SUCCEEDED_WITH_INCIDENT = "succeeded with incident"
+
+
+def had_incident() -> Any:
+    """SQL: a page-severity alert fired about this run (an `alert_firings` row with its id)."""
+    return exists().where(AlertFiringRow.run_id == Run.run_id, AlertFiringRow.severity == "page")
+
+
+def _verdict(frame: pd.DataFrame) -> pd.DataFrame:
+    """`verdict`: the status, except that a run its script closed `succeeded` while a page
+    fired about it is "succeeded with incident" (the retrain-success SLO counts it bad)."""
+    incident = frame.pop("_incident").astype(bool)
+    frame["verdict"] = frame["status"].where(
+        ~(incident & (frame["status"] == "succeeded")), SUCCEEDED_WITH_INCIDENT
+    )
+    return frame
 
 
 def runs(
@@ -48,13 +65,16 @@ def runs(
     now: TimeLike | None = None,
 ) -> pd.DataFrame:
     """One row per run (`RUN_COLUMNS`), newest first, plus `heartbeat_age_s` (seconds since the
-    last step reached the store, at `now`; NaN before the first step) and `gpu_hours`.
+    last step reached the store, at `now`; NaN before the first step), `gpu_hours` and
+    `verdict` (the status, or "succeeded with incident").
 
     With `active_from`/`active_to`, only runs active at some time in that range: started by
     its end, and still running or not ended before its start (a run still going started hours
     before an alert's window and belongs in it).
     """
-    statement = select(*_RUN_SELECT).order_by(Run.started_at.desc(), Run.id.desc())
+    statement = select(*_RUN_SELECT, had_incident().label("_incident")).order_by(
+        Run.started_at.desc(), Run.id.desc()
+    )
     if job:
         statement = statement.where(Run.job == job)
     if status is not None:
@@ -74,16 +94,19 @@ def runs(
     at = pd.Timestamp(as_datetime(now if now is not None else datetime.now(UTC)))
     frame["heartbeat_age_s"] = (at - frame["last_step_at"]).dt.total_seconds()
     frame["gpu_hours"] = frame["gpu_seconds"] / 3600.0
-    return frame
+    return _verdict(frame)
 
 
 def run(engine: Engine, run_id: str) -> dict[str, Any] | None:
-    """One run as a dict (`RUN_COLUMNS`, `layers` and `hist_edges`), or None when the store has
-    no such run."""
-    statement = select(*_RUN_SELECT, Run.layers, Run.hist_edges).where(Run.run_id == run_id)
+    """One run as a dict (`RUN_COLUMNS`, `layers`, `hist_edges` and `verdict`), or None when
+    the store has no such run."""
+    statement = select(
+        *_RUN_SELECT, Run.layers, Run.hist_edges, had_incident().label("_incident")
+    ).where(Run.run_id == run_id)
     frame = _frame(engine, statement, _RUN_TIMES)
     if frame.empty:
         return None
+    frame = _verdict(frame)
     return {str(key): value for key, value in frame.iloc[0].to_dict().items()}
 
 

@@ -115,11 +115,15 @@ def step_bounds(engine: Engine, run_pk: int, *, rank: int | None = None) -> tupl
 def steps_at(
     engine: Engine, run_pk: int, moments: Sequence[TimeLike], *, rank: int | None = None
 ) -> list[int | None]:
-    """For each moment, the last telemetry step recorded at or before it (None before the first)."""
+    """For each moment, the last telemetry step recorded at or before it (None before the first,
+    and for a missing moment: an alert that went pending and never fired has no start)."""
     run_pk = _pk(run_pk)
     found: list[int | None] = []
     with engine.connect() as conn:
         for moment in moments:
+            if moment is None or bool(pd.isna(moment)):
+                found.append(None)
+                continue
             value = conn.execute(
                 select(func.max(Step.step)).where(
                     Step.run_pk == run_pk,
