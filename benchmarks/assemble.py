@@ -25,7 +25,7 @@ PostgreSQL 15 on 127.0.0.1. Each section names the command that produced it.
 
 | area | what is measured |
 |---|---|
-| trainer hooks | ms/step: bare vs rmswatch every=1 / every=10 vs TensorBoard vs W&B; memory |
+| trainer hooks | ms/step: bare vs default (budget), every=1, every=10, TensorBoard, W&B; memory |
 | Prometheus | `/metrics` scrape time, 1,000-tensor model, cardinality guard on/off |
 | store | ingest rate into SQLite and PostgreSQL, 50 layers per record |
 | alerting | one evaluation tick, 1,000 series x 30 days of 1-minute history |

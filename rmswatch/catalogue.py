@@ -23,6 +23,9 @@ RESERVED_LABELS: frozenset[str] = frozenset(
 )
 EFFECTIVE_LR_STATS: tuple[str, ...] = ("min", "mean", "p50", "p95", "max")
 NONFINITE_KINDS: tuple[str, ...] = ("grad", "param", "state", "loss")
+# The label values of rmswatch_checkpoints_total; the exporter creates every child at 0.
+CHECKPOINT_ACTIONS: tuple[str, ...] = ("save", "load")
+CHECKPOINT_OUTCOMES: tuple[str, ...] = ("ok", "failed")
 # The label value that collects every layer the cardinality guard does not export by name.
 OTHER_LAYERS = "__other__"
 

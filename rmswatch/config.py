@@ -170,6 +170,19 @@ class EvaluationConfig(StrictModel):
     lookback_seconds: float = Field(default=300.0, ge=0)
 
 
+class PrometheusConfig(StrictModel):
+    """How Prometheus scrapes the exporter, for `rmswatch rules`: no generated window is shorter
+    than `window_floor_scrapes` scrape intervals (a shorter range holds too few samples for
+    `increase()`). Default 4 x 15s = 1m."""
+
+    scrape_interval_seconds: float = Field(default=15.0, gt=0)
+    window_floor_scrapes: int = Field(default=4, ge=2)
+
+    @property
+    def window_floor_seconds(self) -> float:
+        return self.scrape_interval_seconds * self.window_floor_scrapes
+
+
 class Config(StrictModel):
     """The whole server config. Every section has a default, so an empty file is valid."""
 
@@ -183,6 +196,7 @@ class Config(StrictModel):
     outbox: OutboxConfig = OutboxConfig()
     slos: tuple[SloSpec, ...] = ()
     health: HealthConfig = HealthConfig()
+    prometheus: PrometheusConfig = PrometheusConfig()
 
     @model_validator(mode="after")
     def _routes_name_known_receivers(self) -> Config:

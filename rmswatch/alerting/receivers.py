@@ -56,9 +56,13 @@ def webhook_message(
     external_url: str,
     max_alerts: int = 0,
 ) -> dict[str, Any]:
-    """Alertmanager's webhook body, version 4, for already-rendered alerts."""
-    status = "firing" if any(a["status"] == "firing" for a in alerts) else "resolved"
+    """Alertmanager's webhook body, version 4, for already-rendered alerts.
+
+    As Alertmanager does, `max_alerts` truncates first: `status`, `commonLabels` and
+    `commonAnnotations` describe the alerts sent, not the ones cut.
+    """
     shown = list(alerts[:max_alerts]) if max_alerts else list(alerts)
+    status = "firing" if any(a["status"] == "firing" for a in shown) else "resolved"
     return {
         "version": "4",
         "groupKey": group_key,
@@ -66,11 +70,31 @@ def webhook_message(
         "status": status,
         "receiver": receiver,
         "groupLabels": dict(group_labels),
-        "commonLabels": common_items([a["labels"] for a in alerts]),
-        "commonAnnotations": common_items([a["annotations"] for a in alerts]),
+        "commonLabels": common_items([a["labels"] for a in shown]),
+        "commonAnnotations": common_items([a["annotations"] for a in shown]),
         "externalURL": external_url,
         "alerts": shown,
     }
+
+
+SLACK_SECTION_CHARS = 3000  # Slack cuts a section's text here
+
+
+def slack_escape(text: str) -> str:
+    """Slack mrkdwn control characters as entities (Slack's "Escaping text" rule)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _slack_fit(summary: str, room: int) -> str:
+    """`summary` escaped, cut (with an ellipsis, never inside an entity) to `room` characters."""
+    escaped = slack_escape(summary)
+    if len(escaped) <= room:
+        return escaped
+    cut = escaped[: max(room - 1, 0)]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
 
 
 def slack_body(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,6 +107,7 @@ def slack_body(message: Mapping[str, Any]) -> dict[str, Any]:
     headline = f"[{status}{':' + str(len(firing)) if firing else ''}] {title}" + (
         f" ({job})" if job else ""
     )
+    # `text` is mrkdwn (escaped); the header block is plain_text (shown as written)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}}
     ]
@@ -92,18 +117,44 @@ def slack_body(message: Mapping[str, Any]) -> dict[str, Any]:
         links = [f"<{alert['generatorURL']}|on-call view>"] if alert["generatorURL"] else []
         if alert["annotations"].get("runbook_url"):
             links.append(f"<{alert['annotations']['runbook_url']}|runbook>")
-        severity = alert["labels"].get("severity", "")
-        text = f"*{alert['status']}* `{severity}` {summary}\n" + " · ".join(links)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}})
+        severity = slack_escape(alert["labels"].get("severity", ""))
+        head = f"*{alert['status']}* `{severity}` "
+        tail = "\n" + " · ".join(links)
+        # the links come last, so a long summary is cut rather than them
+        fitted = _slack_fit(summary, SLACK_SECTION_CHARS - len(head) - len(tail))
+        text = (head + fitted + tail)[:SLACK_SECTION_CHARS]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
     hidden = len(alerts) - min(len(alerts), 20) + int(message.get("truncatedAlerts", 0))
     if hidden:
         blocks.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": f"+{hidden} more"}]}
         )
-    return {"text": headline, "blocks": blocks}
+    return {"text": slack_escape(headline), "blocks": blocks}
 
 
 _PD_SEVERITY = {"page": "critical", "ticket": "warning"}
+PAGERDUTY_MAX_EVENT_BYTES = 512 * 1024  # Events API v2 refuses a larger event
+
+
+def _event_bytes(event: Mapping[str, Any]) -> int:
+    return len(json.dumps(event, separators=(",", ":")).encode())
+
+
+def _fit_pagerduty(event: dict[str, Any]) -> dict[str, Any]:
+    """Shrink `custom_details` (annotations first, then labels) until the event fits 512 kB."""
+    if _event_bytes(event) <= PAGERDUTY_MAX_EVENT_BYTES:
+        return event
+    payload = event["payload"]
+    details = payload["custom_details"]
+    for kept in ({"labels": details["labels"]}, {}):
+        payload["custom_details"] = {
+            **kept,
+            "truncated": f"custom_details cut: the event was over {PAGERDUTY_MAX_EVENT_BYTES} "
+            "bytes (the Events API v2 limit); see the on-call view",
+        }
+        if _event_bytes(event) <= PAGERDUTY_MAX_EVENT_BYTES:
+            return event
+    return event
 
 
 def pagerduty_events(message: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -119,25 +170,29 @@ def pagerduty_events(message: Mapping[str, Any]) -> list[dict[str, Any]]:
         links = [{"href": alert["generatorURL"], "text": "rmswatch on-call view"}]
         if annotations.get("runbook_url"):
             links.append({"href": annotations["runbook_url"], "text": "runbook"})
-        events.append(
-            {
-                "event_action": "trigger",
-                "dedup_key": alert["fingerprint"],
-                "payload": {
-                    "summary": summary[:1024],
-                    "source": labels.get("job") or "rmswatch",
-                    "severity": _PD_SEVERITY.get(labels.get("severity", ""), "error"),
-                    "timestamp": alert["startsAt"],
-                    "component": annotations.get("run_id", ""),
-                    "group": labels.get("job", ""),
-                    "class": labels.get("alertname", ""),
-                    "custom_details": {"labels": labels, "annotations": annotations},
-                },
-                "links": links,
-                "client": "rmswatch",
-                "client_url": message["externalURL"],
-            }
-        )
+        payload: dict[str, Any] = {
+            "summary": summary[:1024],
+            "source": labels.get("job") or "rmswatch",
+            "severity": _PD_SEVERITY.get(labels.get("severity", ""), "error"),
+            "timestamp": alert["startsAt"],
+        }
+        # optional fields are left out rather than sent empty
+        optional = {
+            "component": annotations.get("run_id", ""),
+            "group": labels.get("job", ""),
+            "class": labels.get("alertname", ""),
+        }
+        payload |= {k: v for k, v in optional.items() if v}
+        payload["custom_details"] = {"labels": labels, "annotations": annotations}
+        event = {
+            "event_action": "trigger",
+            "dedup_key": alert["fingerprint"],
+            "payload": payload,
+            "links": links,
+            "client": "rmswatch",
+            "client_url": message["externalURL"],
+        }
+        events.append(_fit_pagerduty(event))
     return events
 
 

@@ -109,12 +109,63 @@ def _increase(selector: str, window: str) -> str:
     return f"sum by ({m.JOB_LABEL}) (increase({selector}[{window}]))"
 
 
-def _windows(spec: SloSpec) -> tuple[BurnWindow, ...]:
-    return burn_policy().scaled(spec.period)
+@dataclass(frozen=True)
+class PromWindow:
+    """One burn-rate pair as Prometheus can evaluate it: `long`/`short` floored and rounded."""
+
+    severity: str
+    long: float
+    short: float
+    factor: float
+    scaled: BurnWindow  # the policy's pair scaled to the period, before flooring
+
+    @property
+    def single(self) -> bool:
+        """The pair collapsed onto one window: no multiwindow check is possible."""
+        return self.long == self.short
 
 
-def slo_recording_group(spec: SloSpec, sli: PromSli) -> dict[str, Any]:
-    windows = {_window(s) for w in _windows(spec) for s in (w.long, w.short)}
+def fillable_window(seconds: float, floor: float) -> float:
+    """A window Prometheus can fill: at least `floor`, whole minutes above it (as Pyrra)."""
+    if seconds <= floor:
+        return floor
+    return max(floor, math.floor(seconds / 60 + 0.5) * 60.0)
+
+
+def _windows(spec: SloSpec, config: Config) -> tuple[PromWindow, ...]:
+    floor = config.prometheus.window_floor_seconds
+    return tuple(
+        PromWindow(
+            w.severity,
+            fillable_window(w.long, floor),
+            fillable_window(w.short, floor),
+            w.factor,
+            w,
+        )
+        for w in burn_policy().scaled(spec.period)
+    )
+
+
+def _windows_note(spec: SloSpec, config: Config, pairs: list[PromWindow]) -> str | None:
+    """What the rules do instead when the period is too short for some multiwindow pairs."""
+    collapsed = [w for w in pairs if w.single]
+    if not collapsed:
+        return None
+    p = config.prometheus
+    scaled = ", ".join(
+        f"{format_duration(w.scaled.long)}/{format_duration(w.scaled.short)}" for w in collapsed
+    )
+    return (
+        f"SLO period {format_duration(spec.period)} is too short for a multiwindow pair at a "
+        f"{p.scrape_interval_seconds:g}s scrape interval: the scaled pairs {scaled} are no longer "
+        f"than the {format_duration(p.window_floor_seconds)} window floor "
+        f"({p.window_floor_scrapes} scrapes), so each alerts on the one "
+        f"{format_duration(collapsed[0].long)} window alone."
+    )
+
+
+def slo_recording_group(spec: SloSpec, sli: PromSli, config: Config) -> dict[str, Any]:
+    windows = {_window(s) for w in _windows(spec, config) for s in (w.long, w.short)}
     lengths = sorted(windows, key=parse_duration)
     rules = []
     for window in lengths:
@@ -142,33 +193,46 @@ def slo_alerts(spec: SloSpec, config: Config) -> list[dict[str, Any]]:
     alerts = []
     selector = f'{{slo="{spec.name}"}}'
     for severity in ("page", "ticket"):
-        pairs = [w for w in _windows(spec) if w.severity == severity]
+        pairs = [w for w in _windows(spec, config) if w.severity == severity]
         if not pairs:
             continue
         clauses = []
         for w in pairs:
             threshold = f"{w.factor:g} * {spec.error_budget:.6g}"
             long_w, short_w = _window(w.long), _window(w.short)
+            short_clause = (
+                ""
+                if w.single
+                else f"  and {m.ERROR_RATIO_RECORD.format(window=short_w)}{selector}"
+                f" > ({threshold})\n"
+            )
             clauses.append(
                 f"(\n  {m.ERROR_RATIO_RECORD.format(window=long_w)}{selector} > ({threshold})\n"
-                f"  and {m.ERROR_RATIO_RECORD.format(window=short_w)}{selector} > ({threshold})\n"
+                f"{short_clause}"
                 f"  and {m.EVENTS_RECORD.format(window=long_w)}{selector} "
                 f">= {spec.effective_min_events}\n)"
             )
-        burns = ", ".join(f"{_window(w.long)}/{_window(w.short)} > {w.factor:g}x" for w in pairs)
+        burns = ", ".join(
+            f"{_window(w.long)}{'' if w.single else '/' + _window(w.short)} > {w.factor:g}x"
+            for w in pairs
+        )
+        annotations = _annotations(
+            config,
+            f"SLO {spec.name} ({spec.objective:g}%) for {{{{ $labels.job }}}}: error "
+            f"budget burning at {burns}",
+            spec.description or f"Error budget of SLO {spec.name} is burning fast.",
+            spec.runbook or "slo",
+            run=False,
+        )
+        note = _windows_note(spec, config, pairs)
+        if note is not None:
+            annotations["windows"] = note
         alerts.append(
             {
                 "alert": SLO_ALERTNAME,
                 "expr": "\nor\n".join(clauses),
                 "labels": {"severity": severity, "slo": spec.name},
-                "annotations": _annotations(
-                    config,
-                    f"SLO {spec.name} ({spec.objective:g}%) for {{{{ $labels.job }}}}: error "
-                    f"budget burning at {burns}",
-                    spec.description or f"Error budget of SLO {spec.name} is burning fast.",
-                    spec.runbook or "slo",
-                    run=False,
-                ),
+                "annotations": annotations,
             }
         )
     return alerts
@@ -262,7 +326,7 @@ def rules_document(config: Config) -> dict[str, Any]:
     groups = []
     slo_alert_rules = []
     for spec, sli in _slos(config):
-        groups.append(slo_recording_group(spec, sli))
+        groups.append(slo_recording_group(spec, sli, config))
         slo_alert_rules += slo_alerts(spec, config)
     groups.append({"name": "rmswatch-slo-alerts", "rules": slo_alert_rules})
     groups.append({"name": "rmswatch-training-health", "rules": health_alerts(config)})
@@ -272,8 +336,9 @@ def rules_document(config: Config) -> dict[str, Any]:
 # --------------------------------------------------------------------------- promtool tests
 
 
-def _series(per_minute: float, minutes: int) -> str:
-    return f"0+{per_minute:g}x{minutes}"
+def _series(per_minute: float, minutes: int, scrape: float) -> str:
+    """A counter scraped every `scrape` seconds for `minutes`, rising `per_minute`."""
+    return f"0+{per_minute * scrape / 60:g}x{math.ceil(minutes * 60 / scrape)}"
 
 
 def _render(annotations: dict[str, str], labels: dict[str, str]) -> dict[str, str]:
@@ -286,17 +351,27 @@ def _render(annotations: dict[str, str], labels: dict[str, str]) -> dict[str, st
 
 
 def _slo_test_cases(spec: SloSpec, sli: PromSli, config: Config) -> list[dict[str, Any]]:
-    """Fires (page and ticket) at a fast burn; quiet at a slow burn and on too few events."""
+    """Fires (page and ticket) at a fast burn; quiet at a slow burn and on too few events.
+
+    Series are sampled at the configured scrape interval, so a window too short to fill at that
+    interval fails these tests.
+    """
     alerts = {a["labels"]["severity"]: a for a in slo_alerts(spec, config)}
-    page_factor = max((w.factor for w in _windows(spec) if w.severity == "page"), default=0.0)
+    page_factor = max(
+        (w.factor for w in _windows(spec, config) if w.severity == "page"), default=0.0
+    )
     budget = spec.error_budget
     minutes = 90
+    scrape = config.prometheus.scrape_interval_seconds
+    interval = format_duration(scrape)
     cases = []
 
     def inputs(total: float, error_ratio: float) -> list[dict[str, str]]:
         bad = total * error_ratio
         per = {"total": total, "bad": bad, "good": total - bad}
-        return [{"series": s, "values": _series(per[which], minutes)} for s, which in sli.inputs]
+        return [
+            {"series": s, "values": _series(per[which], minutes, scrape)} for s, which in sli.inputs
+        ]
 
     def expected(severities: list[str]) -> list[dict[str, Any]]:
         out = []
@@ -314,12 +389,12 @@ def _slo_test_cases(spec: SloSpec, sli: PromSli, config: Config) -> list[dict[st
     if page_factor and 1 / budget > page_factor:
         fast = min(1.0, (page_factor + 1 / budget) / 2 * budget)
         cases.append(
-            {"interval": "1m", "input_series": inputs(busy, fast),
+            {"interval": interval, "input_series": inputs(busy, fast),
              "alert_rule_test": [{"eval_time": f"{minutes}m", "alertname": SLO_ALERTNAME,
                                   "exp_alerts": expected(sorted(alerts))}]}
         )  # fmt: skip
     cases.append(
-        {"interval": "1m", "input_series": inputs(busy, 0.5 * budget),
+        {"interval": interval, "input_series": inputs(busy, 0.5 * budget),
          "alert_rule_test": [{"eval_time": f"{minutes}m", "alertname": SLO_ALERTNAME,
                               "exp_alerts": []}]}
     )  # fmt: skip
@@ -327,7 +402,7 @@ def _slo_test_cases(spec: SloSpec, sli: PromSli, config: Config) -> list[dict[st
         # every event bad, but fewer than min_events in any window: stays quiet
         quiet_rate = (spec.effective_min_events - 1) / (24 * 60 * 3)
         cases.append(
-            {"interval": "1m", "input_series": inputs(quiet_rate, 1.0),
+            {"interval": interval, "input_series": inputs(quiet_rate, 1.0),
              "alert_rule_test": [{"eval_time": f"{minutes}m", "alertname": SLO_ALERTNAME,
                                   "exp_alerts": []}]}
         )  # fmt: skip
@@ -341,7 +416,12 @@ def _values(values: list[float]) -> str:
 def _health_inputs(
     config: Config,
 ) -> dict[str, tuple[list[dict[str, str]], list[dict[str, str]], int]]:
-    """rule -> (firing input series, quiet input series, eval minute before `for`)."""
+    """rule -> (firing input series, quiet input series, eval minute before `for`).
+
+    Counters start absent (before the exporter's first scrape), then appear at 0 and rise, as
+    the exporter's counters do: every labelled child exists at 0 from the start, so
+    `increase()` sees the first failure.
+    """
     h = config.health
     s = _labels()
     kind = h.nonfinite.kinds[0]
@@ -351,8 +431,8 @@ def _health_inputs(
     factor = h.divergence.factor
     return {
         "nonfinite": (
-            [{"series": m.NONFINITE_TOTAL + _labels(kind=kind), "values": "0 0 0 0 0 3+3x20"}],
-            [{"series": m.NONFINITE_TOTAL + _labels(kind=kind), "values": "0x25"}],
+            [{"series": m.NONFINITE_TOTAL + _labels(kind=kind), "values": "_x2 0 0 0 3+3x20"}],
+            [{"series": m.NONFINITE_TOTAL + _labels(kind=kind), "values": "_x2 0x23"}],
             10,
         ),
         "divergence": (
@@ -383,8 +463,8 @@ def _health_inputs(
             45,
         ),
         "checkpoint_failures": (
-            [{"series": m.CHECKPOINTS_TOTAL + ckpt_labels, "values": "0 0 0 1x30"}],
-            [{"series": m.CHECKPOINTS_TOTAL + ckpt_labels, "values": "0x30"}],
+            [{"series": m.CHECKPOINTS_TOTAL + ckpt_labels, "values": "_x2 0 1x30"}],
+            [{"series": m.CHECKPOINTS_TOTAL + ckpt_labels, "values": "_x2 0x28"}],
             10,
         ),
     }  # fmt: skip

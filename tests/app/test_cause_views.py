@@ -198,3 +198,15 @@ def test_a_failed_figure_output_becomes_a_figure_naming_the_output_and_error() -
     assert "&lt;b&gt;" in fig.layout.annotations[0].text
     panel = failures.value_for({"id": "_pages_content", "property": "children"}, error)
     assert "the page layout" in str(panel.children[0].children)
+
+
+def test_layers_whose_effective_lr_went_nonfinite_are_named_not_drawn_as_empty_rows() -> None:
+    layers = pd.DataFrame(
+        {"layer": ["a", "b"], "eff_lr_min": [1e-5, np.nan], "eff_lr_p50": [1e-4, np.nan],
+         "eff_lr_p95": [1e-3, np.nan], "eff_lr_max": [1e-2, np.inf], "eff_lr_mean": [1e-4, 1.0]}
+    )  # fmt: skip
+    fig = oncall.eff_lr_figure(layers)
+    assert "NaN/Inf, not drawn: b" in fig.layout.title.text
+    assert list(_traces(fig)["exact"].y) == ["a"]
+    gone = oncall.eff_lr_figure(layers.iloc[1:])
+    assert not gone.data and "no finite effective LR" in gone.layout.annotations[0].text

@@ -118,3 +118,9 @@ def test_an_overspent_budget_is_drawn_where_it_is_not_clipped_at_minus_100() -> 
     assert fig.layout.yaxis.range[0] < lowest  # inside the axis
     assert fig.data[0].customdata[1][0] == -244.0  # the hover says the real number
     assert "-100%" in fig.layout.yaxis.ticktext
+
+
+def test_a_retrain_that_is_merely_worse_stays_in_the_median_and_shows_as_worse() -> None:
+    # the demo's slow-convergence retrain: worse than its job's previous one, not a blow-up
+    summary = executive.delta_summary(_deltas([-0.0107, 1.56, 0.0616]))
+    assert summary.outliers.empty and summary.median == 0.0616

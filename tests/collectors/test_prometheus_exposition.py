@@ -229,3 +229,18 @@ def test_a_sentinel_record_updates_loss_and_grad_norm_and_keeps_the_last_full_re
     assert value(samples, cat.GRAD_NORM.name) == 2.5
     assert value(samples, cat.PARAM_NORM.name) == 20.0  # from step 10, not NaN
     assert value(samples, cat.LAYER_GRAD_NORM.name, layer="fc.weight") == 1.0
+
+
+def test_every_checkpoint_counter_child_exists_at_zero_before_any_checkpoint() -> None:
+    samples = scrape(collector_with(record(step=1)))
+    for action in ("save", "load"):
+        for outcome in ("ok", "failed"):
+            assert value(samples, cat.CHECKPOINTS_TOTAL.name, action=action, outcome=outcome) == 0
+
+
+def test_the_first_failed_save_is_an_increase_from_zero_in_the_exposition() -> None:
+    collector = collector_with(record(step=1))
+    before = value(scrape(collector), cat.CHECKPOINTS_TOTAL.name, action="save", outcome="failed")
+    collector.update([CheckpointRecord(step=2, time=2.0, action="save", ok=False)])
+    after = value(scrape(collector), cat.CHECKPOINTS_TOTAL.name, action="save", outcome="failed")
+    assert (before, after) == (0, 1)

@@ -12,7 +12,7 @@ import yaml
 
 from rmswatch.alerting import prom_names as m
 from rmswatch.alerting.evaluate import evaluate
-from rmswatch.config import Config
+from rmswatch.config import Config, load_config
 from rmswatch.generators.rules import dump, promtool_tests_document, rules_document
 from tests.alerting.slo_store import add_run, add_steps, new_store
 from tests.helpers import REPO_ROOT, require_program, subprocess_env
@@ -141,3 +141,56 @@ def test_a_latency_threshold_prometheus_cannot_count_is_refused_naming_the_bucke
     assert str(config) in result.stderr
     assert "slos.step-latency.sli.threshold_seconds" in result.stderr
     assert "2.5" in result.stderr
+
+
+GOLDEN = sorted((REPO_ROOT / "tests" / "generators" / "testdata").glob("in-*.yaml"))
+
+
+@pytest.mark.parametrize("source", GOLDEN, ids=[p.stem for p in GOLDEN])
+def test_golden_configs_rules_pass_their_promtool_tests(tmp_path: Path, source: Path) -> None:
+    """Short periods (1h, 1d) included: their tests sample at the scrape interval, so a window
+    shorter than a few scrapes would leave the page silent and fail here."""
+    config = load_config(source)
+    (tmp_path / "rules.yml").write_text(dump(rules_document(config)))
+    tests = promtool_tests_document(config, "rules.yml")
+    (tmp_path / "rules.test.yml").write_text(dump(tests))
+    checked = promtool("check", "rules", "rules.yml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = promtool("test", "rules", "rules.test.yml", cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    pages = [
+        t for t in tests["tests"] for a in t["alert_rule_test"] for e in a["exp_alerts"]
+        if a["alertname"] == "SloErrorBudgetBurn" and e["exp_labels"]["severity"] == "page"
+    ]  # fmt: skip
+    assert pages, "every golden SLO shows its page firing"
+
+
+def test_a_one_hour_slo_burning_at_500x_pages_at_a_15s_scrape(tmp_path: Path) -> None:
+    hour = {"name": "hour", "sli": {"kind": "nonfinite_free_steps"}, "objective": 99.9,
+            "period": "1h", "min_events": 20}  # fmt: skip
+    config = Config.model_validate({"evaluation": {"default_slos": False}, "slos": [hour]})
+    (tmp_path / "rules.yml").write_text(dump(rules_document(config)))
+    labels = '{job="retrain", run_id="r1"}'
+    # 40 steps a scrape (160/min) for 30 minutes, half of them NaN: 500x a 0.1% budget
+    total = " ".join(str(40 * i) for i in range(121))
+    bad = " ".join(str(20 * i) for i in range(121))
+    test = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "15s",
+        "tests": [{
+            "interval": "15s",
+            "input_series": [
+                {"series": f"{m.TELEMETRY_STEPS_COUNT}{labels}", "values": total},
+                {"series": f"{m.NONFINITE_STEPS_TOTAL}{labels}", "values": bad},
+            ],
+            "promql_expr_test": [{
+                "expr": 'count by (severity) (ALERTS{alertname="SloErrorBudgetBurn"})',
+                "eval_time": "30m",
+                "exp_samples": [{"labels": '{severity="page"}', "value": 1},
+                                {"labels": '{severity="ticket"}', "value": 1}],
+            }],
+        }],
+    }  # fmt: skip
+    (tmp_path / "burn.test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
+    tested = promtool("test", "rules", "burn.test.yml", cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr

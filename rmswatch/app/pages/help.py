@@ -21,7 +21,7 @@ HELP = """
   page-severity training alert fired while it ran), failed, running.
 - **Val-loss change per retrain (median)** — each succeeded retrain's final validation loss minus
   the previous succeeded retrain's of the same job; negative is better. Outliers (a retrain whose
-  change is more than 10 robust spreads from the median, such as a run that diverged) are left
+  change is more than 100 robust spreads from the median, such as a run that diverged) are left
   out of the median and named: read their postmortems.
 - **SLO compliance** — the budget left of every SLO per job. A job with fewer events than an SLO
   needs before it may alert reads "too few events" and is not counted as out of budget.

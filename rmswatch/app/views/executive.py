@@ -204,8 +204,9 @@ def spend_figure(daily: pd.DataFrame) -> go.Figure:
 
 
 # a retrain's validation-loss change is an outlier when it lies this many robust spreads (MAD)
-# from the median: one blown-up retrain (+3e29) must not become "the average change"
-OUTLIER_SPREADS = 10.0
+# from the median: one blown-up retrain (+3e29) must not become "the average change", while a
+# retrain that is merely worse (the slow-convergence one, +1.5) stays in and shows as worse
+OUTLIER_SPREADS = 100.0
 
 
 def flag_outliers(values: pd.Series) -> pd.Series:
@@ -340,7 +341,8 @@ def validation_delta_figure(deltas: pd.DataFrame) -> go.Figure:
         )
     values = deltas["delta"].astype(float).to_numpy()
     finite = np.abs(values[np.isfinite(values) & (values != 0)])
-    linthresh = float(np.median(finite)) if finite.size else 1.0
+    # a round threshold (0.01, not 0.0616) gives round tick labels: 0, 0.01, 0.1, 1, ...
+    linthresh = 10.0 ** math.floor(math.log10(float(np.median(finite)))) if finite.size else 1.0
     outlier = flag_outliers(deltas["delta"]).to_numpy()
     fig = figure(title)
     fig.add_bar(
@@ -407,7 +409,7 @@ def drift_cards(samples: pd.DataFrame, limit: int = 3) -> list[DriftCard]:
         )
         if not when:
             age = latest["time"] - reference["time"]
-            when = f"{_age_words(age)} ago (first sample)" if age > pd.Timedelta(0) else ""
+            when = f"its first sample {_age_words(age)} ago" if age > pd.Timedelta(0) else ""
         value = float(latest["value"])
         before = float(reference["value"])
         tone, trend = "neutral", "only one sample so far"

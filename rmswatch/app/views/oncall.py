@@ -402,6 +402,22 @@ def eff_lr_figure(layers: pd.DataFrame, exact: dict[str, bool] | None = None) ->
     title = "Effective learning rate per layer (latest step)"
     if layers.empty:
         return empty_figure(title, "no per-layer statistics yet — pass model= to rmswatch.watch")
+    quantiles = layers[["eff_lr_min", "eff_lr_p50", "eff_lr_p95", "eff_lr_max"]].apply(
+        pd.to_numeric, errors="coerce"
+    )
+    drawable = np.isfinite(quantiles.to_numpy(dtype=float)).all(axis=1)
+    if not drawable.any():
+        return empty_figure(
+            title,
+            f"no finite effective LR at the latest step in any of the {len(layers)} layers "
+            "(NaN/Inf or no optimizer state yet) — Debug shows when it went",
+            height=260,
+        )
+    unplotted = [str(name) for name in layers["layer"][~drawable]]
+    if unplotted:
+        shown = ", ".join(unplotted[:4]) + (" …" if len(unplotted) > 4 else "")
+        title = f"{title} — NaN/Inf, not drawn: {shown}"
+    layers = layers[drawable]
     fig = figure(title, height=max(260, 28 * len(layers) + 100))
     flags = [bool((exact or {}).get(name, True)) for name in layers["layer"]]
     for is_exact in (True, False):

@@ -24,6 +24,7 @@ from rmswatch.app.views.common import (
     format_age,
     format_percent,
     label,
+    log_axis,
     symlog,
 )
 
@@ -151,7 +152,12 @@ def burn_rate_figure(burns: pd.DataFrame, title: str = "Burn rate per window") -
     )
     top = float(np.nanmax([burns["burn_rate"].max(), burns["factor"].max(), 1.0]))
     fig.update_layout(barmode="group")
-    fig.update_yaxes(title_text="× budget rate", type="log" if top > 50 else "linear")
+    if top > 50:
+        # whole decades only: plotly's own log ticks here read "5 2 100 5 2 10"
+        values = pd.concat([burns["burn_rate"], burns["factor"], pd.Series([1.0])])
+        fig.update_yaxes(**log_axis(values, ticks=5, title_text="× budget rate"))
+    else:
+        fig.update_yaxes(title_text="× budget rate", type="linear")
     return fig
 
 

@@ -153,7 +153,13 @@ class RunCollector:
         self._durations = [0] * len(cat.STEP_DURATION_BUCKETS)
         self._duration_sum = 0.0
         self._duration_count = 0
-        self._checkpoints: dict[tuple[str, str], int] = {}
+        # Every child exists at 0 from the first scrape: a series born at 1 hides its first
+        # increase from increase()/rate() ("avoid missing metrics").
+        self._checkpoints: dict[tuple[str, str], int] = {
+            (action, outcome): 0
+            for action in cat.CHECKPOINT_ACTIONS
+            for outcome in cat.CHECKPOINT_OUTCOMES
+        }
         self._last_checkpoint: dict[str, float] = {}
         self._version = 0
         self._cache: tuple[int, list[Metric]] | None = None
