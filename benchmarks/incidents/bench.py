@@ -278,7 +278,11 @@ def render(recorded: list[Recording], result: Replay, scored: dict[str, Any], co
                 missed.append(f"notified after {first.notified - first.time:.0f} s")
         verdict = "met" if not missed else "**missed**: " + "; ".join(missed)
         others = sorted(
-            {f"{f.alertname} ({f.severity})" for f in item["firings"] if f is not first}
+            {
+                f"{f.alertname} ({f.severity})"
+                for f in item["firings"]
+                if first is None or (f.alertname, f.time) != (first.alertname, first.time)
+            }
         )
         lines.append(
             f"| {r.case.failure_mode} | {r.run.run_id} | {r.case.onset_step} | "
