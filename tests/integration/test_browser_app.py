@@ -67,11 +67,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     trained = fill_by_training(db)
     result = evaluate_once(db, load_config(str(config_path)))
     assert result is not None and result.transitions, "the evaluation tick raised no alert"
+    # The server logs every request: to a file, never a pipe nobody reads (a full pipe buffer
+    # blocks the server's next log line, and every page after the ~20th hung loading).
+    server_log = (folder / "serve.log").open("w", encoding="utf-8")
     process = subprocess.Popen(
         [sys.executable, "-m", "rmswatch", "serve", "--db", db, "--config", str(config_path),
          "--port", str(port), "--no-scheduler"],
         env=subprocess_env(),
-        stdout=subprocess.PIPE,
+        stdout=server_log,
         stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
@@ -90,6 +93,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+        server_log.close()
 
 
 def _store_alerts(db: str) -> Any:
@@ -254,7 +258,7 @@ def test_an_alerts_dashboard_link_opens_oncall_on_its_run_and_time_window(
     alerts = _store_alerts(served.db)
     link = alerts[alerts["alertname"] == "TrainingNonFinite"]["dashboard_url"].iloc[0]
     assert link.startswith(f"{served.url}/oncall?job=") and "&from=20" in link
-    load_page(browser, link, 4)
+    load_page(browser, link, 4, empty_states=CPU_ONLY)
     assert "(from the alert link)" in browser.find_element(By.ID, "oncall-window").text
     picked = browser.find_element(By.ID, "oncall-run").text
     assert BAD_RUN in picked
@@ -290,7 +294,7 @@ def test_a_silence_created_on_the_oncall_page_lands_in_the_store(
     from rmswatch.store.engine import make_engine
     from rmswatch.store.queries import silences
 
-    load_page(browser, f"{served.url}/oncall?run={BAD_RUN}", 4)
+    load_page(browser, f"{served.url}/oncall?run={BAD_RUN}", 4, empty_states=CPU_ONLY)
     _pick_alert_in_silence_picker(browser, "TrainingNonFinite")
     browser.find_element(By.XPATH, "//label[contains(., '4h')]").click()
     browser.find_element(By.ID, "silence-author").send_keys("night-oncall")
@@ -315,7 +319,7 @@ def test_a_silence_created_on_the_oncall_page_lands_in_the_store(
 def test_acknowledge_on_the_oncall_page_lands_in_the_store(served: Served, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    load_page(browser, f"{served.url}/oncall?run={BAD_RUN}", 4)
+    load_page(browser, f"{served.url}/oncall?run={BAD_RUN}", 4, empty_states=CPU_ONLY)
     browser.find_element(By.ID, "silence-author").send_keys("ack-person")
     button = wait_until(
         lambda: browser.find_elements(
