@@ -519,21 +519,7 @@ class Monitor:
         """The loss of the step that just ran; read later with the step's statistics (no sync)."""
         if self._warn_closed("record_loss"):
             return
-        value: float | torch.Tensor
-        if isinstance(loss, torch.Tensor):
-            if loss.numel() != 1:
-                raise ArgumentError(
-                    f"record_loss: loss must be a scalar (one element), got shape "
-                    f"{tuple(loss.shape)}"
-                )
-            value = loss.detach().reshape(())
-        elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
-            value = float(loss)
-        else:
-            raise ArgumentError(
-                f"record_loss: loss must be a float or a one-element tensor, got "
-                f"{type(loss).__name__}"
-            )
+        value = _scalar_argument("record_loss: loss", loss, "one element")
         if self._loss_step == self._step and not self._warned_double_loss:
             self._warned_double_loss = True
             warnings.warn(
@@ -582,21 +568,9 @@ class Monitor:
         """
         if self._warn_closed("record_grad_norm"):
             return
-        value: float | torch.Tensor
-        if isinstance(total_norm, torch.Tensor):
-            if total_norm.numel() != 1:
-                raise ArgumentError(
-                    "record_grad_norm: total_norm must be a scalar (what clip_grad_norm_ "
-                    f"returns), got shape {tuple(total_norm.shape)}"
-                )
-            value = total_norm.detach().reshape(())
-        elif isinstance(total_norm, (int, float)) and not isinstance(total_norm, bool):
-            value = float(total_norm)
-        else:
-            raise ArgumentError(
-                "record_grad_norm: total_norm must be a float or a one-element tensor, got "
-                f"{type(total_norm).__name__}"
-            )
+        value = _scalar_argument(
+            "record_grad_norm: total_norm", total_norm, "what clip_grad_norm_ returns"
+        )
         if max_norm is not None and (
             isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0
         ):
@@ -1235,3 +1209,18 @@ def _slots(optimizer: torch.optim.Optimizer, model: torch.nn.Module | None) -> l
             name = names.get(id(p), f"group{gi}.param{pi}")
             slots.append(Slot(name, p, gi, p.numel()))
     return slots
+
+
+def _scalar_argument(where: str, value: object, scalar_hint: str) -> float | torch.Tensor:
+    """A loss or norm argument as a detached 0-d tensor (no host sync) or a float."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ArgumentError(
+                f"{where} must be a scalar ({scalar_hint}), got shape {tuple(value.shape)}"
+            )
+        return value.detach().reshape(())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ArgumentError(
+        f"{where} must be a float or a one-element tensor, got {type(value).__name__}"
+    )
